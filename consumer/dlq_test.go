@@ -1,0 +1,24 @@
+package consumer
+
+import (
+	"context"
+	"time"
+
+	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+)
+
+// dlq waits until the DLQ holds n entries and returns them.
+func (f *fixture) dlq(n int) []*dlq.Entry {
+	f.t.Helper()
+	var entries []*dlq.Entry
+	natstest.Eventually(f.t, 10*time.Second, func() bool {
+		var err error
+		entries, err = dlq.List(context.Background(), f.js, f.names, dlq.Filter{})
+		return err == nil && len(entries) >= n
+	}, "DLQ did not reach %d entries", n)
+	if len(entries) != n {
+		f.t.Fatalf("DLQ has %d entries, want %d", len(entries), n)
+	}
+	return entries
+}

@@ -1,0 +1,555 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// errDead means a test hook stopped the worker dead: write nothing more, ack nothing.
+var errDead = errors.New("worker stopped dead by a test hook")
+
+// Crash points, named for tests.
+const (
+	pointDLQPublished  = "dlq-published"  // step 5c: after the DLQ publish, before CAS dead
+	pointDeadWritten   = "dead-written"   // step 5c: after CAS dead, before end
+	pointEndWritten    = "end-written"    // step 5c: after end, before Term
+	pointJoinComplete  = "join-complete"  // step 6: after the completing join write, before the child publish
+	pointScheduled     = "scheduled"      // deferring: after the schedule publish, before the Ack
+	pointDoneWritten   = "done-written"   // step 5a: after CAS done, before fan-out
+	pointSinksComplete = "sinks-complete" // step 6: after the completing sinks write, before end
+)
+
+// stepRun is one delivery of one step.
+type stepRun struct {
+	w    *Worker
+	ts   *typeState
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	env  *workflow.Envelope
+	def  *workflow.Workflow
+	node *workflow.Node
+	log  *slog.Logger
+}
+
+// process runs the state machine for one delivered message. It never panics and always
+// leaves the message acked, termed, nak'd or (only after a crash or an ignored timeout) to
+// its ack wait.
+func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error("delivered message has no JetStream metadata", "type", ts.typ, "err", err)
+		_ = msg.Term()
+		return
+	}
+	env, err := workflow.DecodeEnvelope(msg.Data())
+	if err != nil {
+		w.malformed(ctx, ts, msg, meta, nil, err.Error())
+		return
+	}
+	def, err := w.store.Definition(ctx, env.Def)
+	switch {
+	case errors.Is(err, checkpoint.ErrNotFound):
+		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: unknown definition %s of workflow %s", env.Def[:12], env.Workflow))
+		return
+	case err != nil:
+		w.log.Warn("cannot read definition; retrying", "def", env.Def, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	node := def.Lookup(env.Node)
+	switch {
+	case def.Name != env.Workflow:
+		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: definition %s is of workflow %s, not %s", env.Def[:12], def.Name, env.Workflow))
+		return
+	case node == nil:
+		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: workflow %s has no node %s", env.Workflow, env.Node))
+		return
+	case node.Type != ts.typ:
+		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: node %s is of type %s, delivered as %s", env.Node, node.Type, ts.typ))
+		return
+	}
+	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node,
+		log: w.log.With("run_id", env.RunID, "workflow", env.Workflow, "node", env.Node)}
+	if err := s.run(ctx); err != nil {
+		if errors.Is(err, errDead) {
+			return
+		}
+		s.log.Warn("step not finished; it will be delivered again", "err", err)
+		_ = msg.NakWithDelay(time.Second)
+	}
+}
+
+// malformed sends an undecodable or invalid message to the DLQ, then terms it.
+func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg, meta *jetstream.MsgMetadata, env *workflow.Envelope, reason string) {
+	if !strings.HasPrefix(reason, "malformed") {
+		reason = "malformed: " + strings.TrimPrefix(reason, "malformed: ")
+	}
+	f := dlq.Failure{Reason: reason, Worker: w.cfg.ID, StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(), Error: reason}
+	if env != nil {
+		f.Workflow, f.Node, f.RunID = env.Workflow, env.Node, env.RunID
+	}
+	if _, err := dlq.Publish(ctx, w.js, w.cfg.Names, msg.Data(), f); err != nil {
+		w.log.Error("cannot move malformed message to the DLQ; retrying", "type", ts.typ, "err", err)
+		_ = msg.NakWithDelay(time.Second)
+		return
+	}
+	w.log.Warn("malformed message moved to the DLQ", "type", ts.typ, "subject", msg.Subject(), "reason", reason)
+	_ = msg.Term()
+}
+
+func (s *stepRun) run(ctx context.Context) error {
+	st, rev, err := s.w.store.Node(ctx, s.env.RunID, s.env.Node)
+	if err != nil {
+		return err
+	}
+	wroteRunning := false
+	var before *checkpoint.Node // the state before this delivery marked it running
+	for try := 0; ; try++ {
+		if try == checkpoint.MaxCASRetries {
+			return fmt.Errorf("%w: node state kept changing", checkpoint.ErrConflict)
+		}
+		if try > 0 {
+			if st, rev, err = s.w.store.Node(ctx, s.env.RunID, s.env.Node); err != nil {
+				return err
+			}
+		}
+		if done, err := s.settled(ctx, st); done || err != nil {
+			return err
+		}
+		if s.w.cancelled(s.env.RunID) {
+			return s.msg.Ack()
+		}
+		if want := dispatchOf(st); s.env.Dispatch != want {
+			return s.stale(ctx, st)
+		}
+		n := s.meta.NumDelivered
+		if st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n {
+			// The previous delivery crashed or timed out while it ran the handler.
+			if st.Crashes+1 >= s.node.MaxCrashesOrDefault() {
+				reason := fmt.Sprintf("worker crashed or timed out %d times on this step", st.Crashes+1)
+				return s.deadLetter(ctx, st, rev, st.Attempts, reason, cmpOr(st.LastError, reason))
+			}
+			next := *st
+			next.Crashes++
+			next.Delivery, next.Worker, next.StartedAt = n, s.w.cfg.ID, time.Now().UTC()
+			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
+			if errors.Is(err, checkpoint.ErrConflict) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			before, st, rev, wroteRunning = st, &next, r, true
+		} else if n > 1 {
+			// A redelivery: mark the attempt running first so a crash during it is counted.
+			next := checkpoint.Node{Dispatch: s.env.Dispatch}
+			if st != nil {
+				next = *st
+			}
+			next.Status = checkpoint.StatusRunning
+			next.Delivery, next.Worker, next.StartedAt = n, s.w.cfg.ID, time.Now().UTC()
+			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
+			if errors.Is(err, checkpoint.ErrConflict) {
+				continue
+			} else if err != nil {
+				return err
+			}
+			before, st, rev, wroteRunning = st, &next, r, true
+		}
+		break
+	}
+
+	attempt := 1
+	input := s.env.Input
+	step := &Step{
+		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
+		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: s.node.With,
+	}
+	if st != nil {
+		attempt = st.Attempts + 1
+		step.NotBefore = st.NotBefore
+		if len(st.Input) > 0 {
+			input = st.Input
+		}
+	}
+	step.Attempt, step.Input = attempt, input
+	startedAt := time.Now().UTC()
+
+	out, herr, abandoned := s.invoke(ctx, step)
+	if abandoned {
+		s.log.Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
+		return errDead // nothing more to write or ack: the ack wait redelivers it
+	}
+	if herr != nil && ctx.Err() != nil {
+		// Shutdown is not a failure: hand the step back, unspent.
+		if wroteRunning {
+			restore := checkpoint.Node{Status: checkpoint.StatusRetrying, Dispatch: s.env.Dispatch}
+			if before != nil {
+				restore = *before
+			}
+			_, _ = s.w.store.PutNode(context.WithoutCancel(ctx), s.env.RunID, s.env.Node, &restore, rev)
+		}
+		_ = s.msg.Nak()
+		return nil
+	}
+	if herr != nil && errors.Is(herr, ErrRunCancelled) || s.w.cancelled(s.env.RunID) && herr != nil {
+		return s.msg.Ack()
+	}
+	return s.record(ctx, st, rev, attempt, startedAt, out, herr)
+}
+
+func cmpOr(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// dispatchOf is the dispatch token the live message of a node must carry.
+func dispatchOf(st *checkpoint.Node) string {
+	if st == nil || st.Dispatch == "" {
+		return workflow.DispatchFirst
+	}
+	return st.Dispatch
+}
+
+// settled handles a node whose state is final (step 2's first branches): done fans out again
+// and acks; dead makes sure the run's end exists and terms. It reports whether it did.
+func (s *stepRun) settled(ctx context.Context, st *checkpoint.Node) (bool, error) {
+	switch {
+	case st == nil:
+		return false, nil
+	case st.Status == checkpoint.StatusDone:
+		if err := s.fanOut(ctx, st.Output); err != nil {
+			return true, err
+		}
+		return true, s.msg.Ack()
+	case st.Status == checkpoint.StatusDead:
+		if _, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndFailed, Reason: s.endReason(st.Reason), At: time.Now().UTC()}); err != nil {
+			return true, err
+		}
+		return true, s.msg.Term()
+	}
+	return false, nil
+}
+
+func (s *stepRun) endReason(reason string) string {
+	return fmt.Sprintf("node %s: %s", s.env.Node, cmpOr(reason, "dead"))
+}
+
+// stale handles a message whose dispatch is not the one the state waits for: it re-publishes
+// what the state says is pending (deduplicated) and acks.
+func (s *stepRun) stale(ctx context.Context, st *checkpoint.Node) error {
+	if st != nil && st.Status == checkpoint.StatusRetrying {
+		env := *s.env
+		env.Dispatch = st.Dispatch
+		switch {
+		case strings.HasPrefix(st.Dispatch, "s"):
+			if _, err := producer.Schedule(ctx, s.w.js, s.w.cfg.Names, s.node.Type, &env, st.Sched, st.NotBefore); err != nil {
+				return err
+			}
+		case strings.HasPrefix(st.Dispatch, "r"):
+			if _, err := producer.Publish(ctx, s.w.js, s.w.cfg.Names, s.node.Type, &env); err != nil {
+				return err
+			}
+		}
+	}
+	s.log.Debug("stale step message acknowledged", "dispatch", s.env.Dispatch, "want", dispatchOf(st))
+	return s.msg.Ack()
+}
+
+type result struct {
+	out []byte
+	err error
+}
+
+// invoke runs the handler with the node's timeout, sending heartbeats while it runs. It
+// reports abandoned when the handler outlived its timeout by HeartbeatGrace.
+func (s *stepRun) invoke(ctx context.Context, step *Step) ([]byte, error, bool) {
+	timeout := s.node.TimeoutOrDefault()
+	hctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	untrack := s.w.track(s.env.RunID, cancel)
+	defer untrack()
+	tctx, cancelT := context.WithTimeout(hctx, timeout)
+	defer cancelT()
+
+	done := make(chan result, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				stack := string(debug.Stack())
+				s.log.Error("handler panicked", "panic", r, "stack", stack)
+				done <- result{err: fmt.Errorf("handler panicked: %v", r)}
+			}
+		}()
+		v, err := s.ts.handler(tctx, step)
+		if err != nil {
+			if tctx.Err() == context.DeadlineExceeded && hctx.Err() == nil {
+				err = fmt.Errorf("timed out after %s: %w", timeout, err)
+			}
+			if cause := context.Cause(hctx); errors.Is(cause, ErrRunCancelled) {
+				err = fmt.Errorf("%w: %w", ErrRunCancelled, err)
+			}
+			done <- result{err: err}
+			return
+		}
+		b, err := marshalOutput(v)
+		done <- result{out: b, err: err}
+	}()
+
+	hb := time.NewTicker(max(s.ts.ackWait/3, 100*time.Millisecond))
+	defer hb.Stop()
+	hard := time.NewTimer(timeout + HeartbeatGrace)
+	defer hard.Stop()
+	for {
+		select {
+		case r := <-done:
+			return r.out, r.err, false
+		case <-hb.C:
+			_ = s.msg.InProgress()
+		case <-hard.C:
+			return nil, nil, true
+		}
+	}
+}
+
+func marshalOutput(v any) ([]byte, error) {
+	switch x := v.(type) {
+	case nil:
+		return []byte("null"), nil
+	case json.RawMessage:
+		if !json.Valid(x) {
+			return nil, Permanent(errors.New("handler returned a json.RawMessage that is not valid JSON"))
+		}
+		return x, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, Permanent(fmt.Errorf("output cannot be encoded as JSON: %w", err))
+	}
+	return b, nil
+}
+
+// record writes the attempt's outcome (step 5) and acts on it, retrying on CAS conflicts.
+func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, attempt int, startedAt time.Time, out []byte, herr error) error {
+	if herr == nil && len(out) > s.w.cfg.MaxOutputBytes {
+		herr = Permanent(fmt.Errorf("output is %d bytes, over the %d-byte limit", len(out), s.w.cfg.MaxOutputBytes))
+	}
+	for try := 0; try < checkpoint.MaxCASRetries; try++ {
+		if try > 0 {
+			var err error
+			if st, rev, err = s.w.store.Node(ctx, s.env.RunID, s.env.Node); err != nil {
+				return err
+			}
+			if done, err := s.settled(ctx, st); done || err != nil {
+				return err
+			}
+		}
+		base := checkpoint.Node{Dispatch: s.env.Dispatch}
+		if st != nil {
+			base = *st
+		}
+		base.Worker, base.StartedAt, base.Delivery = s.w.cfg.ID, startedAt, 0
+		var err error
+		if herr == nil {
+			err = s.done(ctx, base, rev, attempt, out)
+		} else {
+			err = s.failed(ctx, base, rev, attempt, herr)
+		}
+		if errors.Is(err, checkpoint.ErrConflict) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("%w: node state kept changing", checkpoint.ErrConflict)
+}
+
+// done records success (5a), fans out (6) and acks (7).
+func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, attempt int, out []byte) error {
+	next.Status, next.Attempts, next.Output = checkpoint.StatusDone, attempt, out
+	next.EndedAt, next.NotBefore, next.LastError = time.Now().UTC(), time.Time{}, ""
+	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+		return err
+	}
+	if s.w.at(pointDoneWritten) {
+		return errDead
+	}
+	if err := s.fanOut(ctx, out); err != nil {
+		return err
+	}
+	return s.msg.Ack()
+}
+
+// failed records a failed attempt (5b, 5c) or a park.
+func (s *stepRun) failed(ctx context.Context, next checkpoint.Node, rev uint64, attempt int, herr error) error {
+	kind, after, until := classify(herr)
+	msg := herr.Error()
+	switch kind {
+	case outcomePark:
+		return s.deferStep(ctx, next, rev, time.Until(until), until)
+	case outcomePermanent:
+		return s.deadLetter(ctx, &next, rev, attempt, "permanent error", msg)
+	}
+	policy := s.node.RetryPolicy()
+	if attempt >= policy.MaxAttempts {
+		return s.deadLetter(ctx, &next, rev, attempt, fmt.Sprintf("attempts exhausted (%d of %d)", attempt, policy.MaxAttempts), msg)
+	}
+	wait := policy.Backoff(attempt)
+	if kind == outcomeRetryAfter {
+		wait = after
+	}
+	next.Attempts, next.LastError = attempt, msg
+	s.log.Info("attempt failed; will retry", "attempt", attempt, "wait", wait, "err", workflow.OneLine(msg, 300))
+	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
+}
+
+// deferStep makes the step wait (DESIGN.md "Deferring"): a short wait is a NakWithDelay; a
+// long one, or any once the delivery count nears MaxDeliver, takes the schedule path, which
+// holds no ack-pending slot and resets the delivery count.
+func (s *stepRun) deferStep(ctx context.Context, next checkpoint.Node, rev uint64, wait time.Duration, until time.Time) error {
+	wait = max(wait, 0)
+	next.Status, next.NotBefore = checkpoint.StatusRetrying, until.UTC()
+	short := wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5
+	if short {
+		if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+			return err
+		}
+		return s.msg.NakWithDelay(wait)
+	}
+	next.Sched++
+	next.Dispatch = workflow.DispatchSchedule(next.Sched)
+	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+		return err
+	}
+	env := *s.env
+	env.Dispatch = next.Dispatch
+	if _, err := producer.Schedule(ctx, s.w.js, s.w.cfg.Names, s.node.Type, &env, next.Sched, until); err != nil {
+		return err
+	}
+	if s.w.at(pointScheduled) {
+		return errDead
+	}
+	return s.msg.Ack()
+}
+
+// deadLetter is step 5c: DLQ publish first, then CAS dead, then the run's end, then Term.
+func (s *stepRun) deadLetter(ctx context.Context, st *checkpoint.Node, rev uint64, attempts int, reason, errText string) error {
+	seq, err := dlq.Publish(ctx, s.w.js, s.w.cfg.Names, s.msg.Data(), dlq.Failure{
+		Workflow: s.env.Workflow, Node: s.env.Node, RunID: s.env.RunID,
+		Reason: reason, Error: errText, Attempts: attempts, Worker: s.w.cfg.ID,
+		StreamSeq: s.meta.Sequence.Stream, Subject: s.msg.Subject(),
+	})
+	if err != nil {
+		return err
+	}
+	if s.w.at(pointDLQPublished) {
+		return errDead
+	}
+	next := checkpoint.Node{Dispatch: s.env.Dispatch}
+	if st != nil {
+		next = *st
+	}
+	next.Status, next.Attempts, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, attempts, errText, reason, seq
+	next.EndedAt, next.Delivery, next.NotBefore = time.Now().UTC(), 0, time.Time{}
+	if next.Worker == "" {
+		next.Worker = s.w.cfg.ID
+	}
+	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+		return err
+	}
+	s.log.Warn("step moved to the DLQ", "attempt", attempts, "reason", reason, "dlq_id", seq, "err", workflow.OneLine(errText, 300))
+	if s.w.at(pointDeadWritten) {
+		return errDead
+	}
+	if _, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndFailed, Reason: s.endReason(reason), At: time.Now().UTC()}); err != nil {
+		return err
+	}
+	if s.w.at(pointEndWritten) {
+		return errDead
+	}
+	return s.msg.Term()
+}
+
+// fanOut publishes the children this node releases (step 6), deciding joins with CAS writes
+// only, and ends the run when the last sink is done.
+func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
+	children := s.def.Children(s.env.Node)
+	if len(children) == 0 {
+		return s.sinkDone(ctx)
+	}
+	var runInput json.RawMessage
+	for _, c := range children {
+		child := s.def.Lookup(c)
+		nodes := map[string]json.RawMessage{s.env.Node: out}
+		if len(child.Needs) > 1 {
+			complete, err := s.w.store.Join(ctx, workflow.JoinKey(s.env.RunID, c), s.env.Node, child.Needs)
+			if err != nil {
+				return err
+			}
+			if !complete {
+				continue
+			}
+			if s.w.at(pointJoinComplete) {
+				return errDead
+			}
+			for _, p := range child.Needs {
+				if p == s.env.Node {
+					continue
+				}
+				pst, _, err := s.w.store.Node(ctx, s.env.RunID, p)
+				if err != nil {
+					return err
+				}
+				if pst == nil || pst.Status != checkpoint.StatusDone {
+					return fmt.Errorf("join of %s is complete but parent %s is not done", c, p)
+				}
+				nodes[p] = pst.Output
+			}
+		}
+		if runInput == nil {
+			var in producer.NodeInput
+			if err := json.Unmarshal(s.env.Input, &in); err != nil || in.Input == nil {
+				in.Input = json.RawMessage("null")
+			}
+			runInput = in.Input
+		}
+		input, err := json.Marshal(producer.NodeInput{Input: runInput, Nodes: nodes})
+		if err != nil {
+			return err
+		}
+		env := &workflow.Envelope{RunID: s.env.RunID, Workflow: s.env.Workflow, Def: s.env.Def, Node: c, Input: input, Dispatch: workflow.DispatchFirst}
+		if _, err := producer.Publish(ctx, s.w.js, s.w.cfg.Names, child.Type, env); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sinkDone joins this sink into sinks.<run> and ends the run completed when all are done.
+func (s *stepRun) sinkDone(ctx context.Context) error {
+	sinks := s.def.Sinks()
+	if len(sinks) > 1 {
+		complete, err := s.w.store.Join(ctx, workflow.SinksKey(s.env.RunID), s.env.Node, sinks)
+		if err != nil || !complete {
+			return err
+		}
+		if s.w.at(pointSinksComplete) {
+			return errDead
+		}
+	}
+	_, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndCompleted, At: time.Now().UTC()})
+	return err
+}

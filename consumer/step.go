@@ -1,0 +1,109 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Step is what a handler gets: which node of which run it runs, and the node's input.
+type Step struct {
+	// RunID is the run the step belongs to.
+	RunID string
+	// Workflow is the workflow's name.
+	Workflow string
+	// Node is the node's name.
+	Node string
+	// Type is the node type.
+	Type string
+	// Attempt is this handler run's number, from 1.
+	Attempt int
+	// IdempotencyKey is "<runID>.<node>", stable across retries and redeliveries: use it to
+	// make side effects happen once.
+	IdempotencyKey string
+	// Input is the node's input: {"input": <run input>, "nodes": {<parent>: <output>, …}}.
+	Input json.RawMessage
+	// With holds the node's settings from the definition.
+	With map[string]any
+	// NotBefore is when the step was parked to wake (Park, sleep nodes); zero otherwise.
+	NotBefore time.Time
+}
+
+// Bind decodes the step's input into v.
+func (s *Step) Bind(v any) error {
+	if err := json.Unmarshal(s.Input, v); err != nil {
+		return Permanent(fmt.Errorf("input of node %s does not fit %T: %w", s.Node, v, err))
+	}
+	return nil
+}
+
+// HandlerFunc runs one step. Its result becomes the node's output (marshalled to JSON; a
+// json.RawMessage is kept as is).
+type HandlerFunc func(ctx context.Context, s *Step) (any, error)
+
+// PermanentError marks an error that retrying cannot fix: the step goes to the DLQ now.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent marks err as permanent.
+func Permanent(err error) error {
+	if err == nil {
+		err = errors.New("permanent failure")
+	}
+	return &PermanentError{Err: err}
+}
+
+// RetryAfterError asks for the next attempt no sooner than After.
+type RetryAfterError struct {
+	After time.Duration
+	Err   error
+}
+
+func (e *RetryAfterError) Error() string { return e.Err.Error() }
+func (e *RetryAfterError) Unwrap() error { return e.Err }
+
+// RetryAfter marks err as retryable after d (for example a 429's Retry-After).
+func RetryAfter(d time.Duration, err error) error {
+	if err == nil {
+		err = errors.New("retry requested")
+	}
+	return &RetryAfterError{After: d, Err: err}
+}
+
+// ParkError asks to run the step again at Until, without spending an attempt; the step holds
+// no worker slot meanwhile.
+type ParkError struct{ Until time.Time }
+
+func (e *ParkError) Error() string { return "parked until " + e.Until.UTC().Format(time.RFC3339) }
+
+// Park returns the error a handler gives to be run again at t.
+func Park(t time.Time) error { return &ParkError{Until: t} }
+
+// classify returns how an error is handled.
+type outcome int
+
+const (
+	outcomeRetry outcome = iota
+	outcomePermanent
+	outcomeRetryAfter
+	outcomePark
+)
+
+func classify(err error) (outcome, time.Duration, time.Time) {
+	var pe *PermanentError
+	var ra *RetryAfterError
+	var pk *ParkError
+	switch {
+	case errors.As(err, &pk):
+		return outcomePark, 0, pk.Until
+	case errors.As(err, &pe):
+		return outcomePermanent, 0, time.Time{}
+	case errors.As(err, &ra):
+		return outcomeRetryAfter, max(ra.After, 0), time.Time{}
+	}
+	return outcomeRetry, 0, time.Time{}
+}

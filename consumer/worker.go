@@ -1,0 +1,408 @@
+package consumer
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/producer"
+	jsetup "github.com/jetflow-dev/jetflow/setup"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Defaults of Config.
+const (
+	DefaultConcurrency  = 16
+	DefaultDrainTimeout = 30 * time.Second
+	DefaultPollWait     = time.Second
+	// HeartbeatGrace is how long past its timeout a handler that ignores its context keeps
+	// getting heartbeats before it is left to the ack wait.
+	HeartbeatGrace = 10 * time.Second
+)
+
+// Config tunes a Worker. Zero fields take the defaults.
+type Config struct {
+	// Names of the installation (default prefix "jetflow").
+	Names workflow.Names
+	// ID names this worker in node states and DLQ headers (default host-pid-random).
+	ID string
+	// Types limits the node types this worker consumes to these (default: every type with
+	// a handler).
+	Types []string
+	// Concurrency is how many steps of each node type run at once (default 16). A worker
+	// never holds more delivered steps of a type than this.
+	Concurrency int
+	// DrainTimeout is how long running steps may finish after Run's context ends (default 30 s).
+	DrainTimeout time.Duration
+	// MaxOutputBytes is the largest node output recorded (default 256 KiB); a larger one
+	// fails the node permanently.
+	MaxOutputBytes int
+	// PollWait is how long one pull request waits for steps (default 1 s).
+	PollWait time.Duration
+	// Logger receives the worker's logs (default: discard).
+	Logger *slog.Logger
+
+	// hook, in tests, is called at the crash points of the state machine; returning true
+	// stops the worker dead there (its connection is closed, nothing more is written).
+	hook func(point string) bool
+}
+
+// WithDefaults returns c with zero fields filled in.
+func (c Config) WithDefaults() Config {
+	if c.Names.Prefix() == "" {
+		c.Names = workflow.MustNames("")
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		c.ID = fmt.Sprintf("%s-%d-%s", cmp.Or(host, "worker"), os.Getpid(), hex.EncodeToString(b[:]))
+	}
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.MaxOutputBytes = cmp.Or(c.MaxOutputBytes, producer.DefaultMaxInputBytes)
+	c.PollWait = cmp.Or(c.PollWait, DefaultPollWait)
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.Concurrency < 0:
+		return errors.New("consumer: Concurrency must be positive")
+	case c.DrainTimeout < 0:
+		return errors.New("consumer: DrainTimeout must be positive")
+	case c.MaxOutputBytes < 0:
+		return errors.New("consumer: MaxOutputBytes must be positive")
+	}
+	for _, t := range c.Types {
+		if !workflow.ValidName(t) {
+			return fmt.Errorf("consumer: node type %q: use letters, digits, '_' and '-' only", t)
+		}
+	}
+	return nil
+}
+
+// Worker runs steps. Register handlers with Handle, then call Run.
+type Worker struct {
+	js    jetstream.JetStream
+	store *checkpoint.Store
+	cfg   Config
+	log   *slog.Logger
+
+	mu       sync.Mutex
+	handlers map[string]HandlerFunc
+	running  map[string]map[*runningStep]struct{} // by run ID, for cancels
+	cancels  map[string]bool                      // cancelled runs seen by the watch
+
+	dead     chan struct{} // closed when a test hook stopped the worker dead
+	deadOnce sync.Once
+}
+
+type runningStep struct{ cancel context.CancelCauseFunc }
+
+// ErrRunCancelled is the cause of a handler's context being cancelled because an operator
+// cancelled its run.
+var ErrRunCancelled = errors.New("run cancelled")
+
+// New returns a worker that consumes through js and checkpoints in store.
+func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return &Worker{
+		js:       js,
+		store:    store,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		handlers: map[string]HandlerFunc{},
+		running:  map[string]map[*runningStep]struct{}{},
+		cancels:  map[string]bool{},
+		dead:     make(chan struct{}),
+	}, nil
+}
+
+// ID returns the worker's ID.
+func (w *Worker) ID() string { return w.cfg.ID }
+
+// Handle registers the handler of node type typ. Register before Run.
+func (w *Worker) Handle(typ string, h HandlerFunc) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.handlers[typ] = h
+}
+
+// Types returns the node types this worker will consume, sorted.
+func (w *Worker) Types() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for t := range w.handlers {
+		if len(w.cfg.Types) == 0 || slices.Contains(w.cfg.Types, t) {
+			out = append(out, t)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// typeState is one node type's consumer and slots.
+type typeState struct {
+	typ        string
+	handler    HandlerFunc
+	cons       jetstream.Consumer
+	ackWait    time.Duration
+	maxDeliver int
+	slots      chan struct{}
+}
+
+// Run consumes until ctx ends, then stops fetching, lets running steps finish for up to
+// DrainTimeout, hands the rest back at once, and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	types := w.Types()
+	if len(types) == 0 {
+		return errors.New("consumer: no handlers registered for the selected types")
+	}
+	for _, t := range w.cfg.Types {
+		if !slices.Contains(types, t) {
+			return fmt.Errorf("consumer: no handler for node type %q", t)
+		}
+	}
+	var states []*typeState
+	for _, t := range types {
+		if err := jsetup.EnsureConsumer(ctx, w.js, w.cfg.Names, jsetup.ConsumerConfig{Type: t}, false, 0, nil); err != nil {
+			return err
+		}
+		cons, err := w.js.Consumer(ctx, w.cfg.Names.StepsStream(), w.cfg.Names.Consumer(t))
+		if err != nil {
+			return fmt.Errorf("consumer %s: %w", w.cfg.Names.Consumer(t), err)
+		}
+		info := cons.CachedInfo()
+		ts := &typeState{
+			typ:        t,
+			handler:    w.handlers[t],
+			cons:       cons,
+			ackWait:    cmp.Or(info.Config.AckWait, jsetup.DefaultAckWait),
+			maxDeliver: info.Config.MaxDeliver,
+			slots:      make(chan struct{}, w.cfg.Concurrency),
+		}
+		if ts.maxDeliver <= 0 {
+			ts.maxDeliver = 1 << 30
+		}
+		for range w.cfg.Concurrency {
+			ts.slots <- struct{}{}
+		}
+		states = append(states, ts)
+	}
+
+	// The fetch context ends with ctx; the work context lives DrainTimeout longer, so shutdown
+	// stops fetching before it cancels running steps.
+	fetchCtx, stopFetch := context.WithCancel(ctx)
+	defer stopFetch()
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	go func() {
+		select {
+		case <-w.dead:
+			stopFetch()
+			stopWork()
+		case <-fetchCtx.Done():
+		}
+	}()
+
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		w.watchCancels(fetchCtx)
+	}()
+
+	var wg sync.WaitGroup
+	var pullers sync.WaitGroup
+	for _, ts := range states {
+		pullers.Add(1)
+		go func() {
+			defer pullers.Done()
+			w.pull(fetchCtx, workCtx, ts, &wg)
+		}()
+	}
+	w.log.Info("worker started", "worker", w.cfg.ID, "types", strings.Join(types, ","), "concurrency", w.cfg.Concurrency)
+	<-fetchCtx.Done()
+	pullers.Wait()
+
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(w.cfg.DrainTimeout):
+		w.log.Warn("drain timeout: cancelling running steps", "worker", w.cfg.ID, "drain_timeout", w.cfg.DrainTimeout)
+		stopWork()
+		select {
+		case <-drained:
+		case <-time.After(HeartbeatGrace):
+			w.log.Warn("steps still running after cancel; leaving them to the ack wait", "worker", w.cfg.ID)
+		}
+	}
+	<-watchDone
+	w.log.Info("worker stopped", "worker", w.cfg.ID)
+	return nil
+}
+
+// pull fetches steps of one type, never more than the free slots, and runs each in its own
+// goroutine. Several pull requests may be open at once, each holding the slots it asked for.
+func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync.WaitGroup) {
+	backoff := 100 * time.Millisecond
+	for {
+		n := acquire(fetchCtx, ts.slots)
+		if n == 0 {
+			return
+		}
+		batch, err := ts.cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PollWait))
+		if err != nil {
+			release(ts.slots, n)
+			if fetchCtx.Err() != nil {
+				return
+			}
+			w.log.Warn("fetch failed", "type", ts.typ, "err", err)
+			select {
+			case <-fetchCtx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got := 0
+			for msg := range batch.Messages() {
+				got++
+				if fetchCtx.Err() != nil {
+					// Shutting down: hand the step back at once, unstarted.
+					_ = msg.Nak()
+					release(ts.slots, 1)
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					defer release(ts.slots, 1)
+					w.process(workCtx, ts, msg)
+				}()
+			}
+			release(ts.slots, n-got)
+			if err := batch.Error(); err != nil && fetchCtx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
+				w.log.Debug("pull ended", "type", ts.typ, "err", err)
+			}
+		}()
+	}
+}
+
+// acquire takes at least one slot (waiting for it) and then every other free one; it
+// returns 0 when ctx ends first.
+func acquire(ctx context.Context, slots chan struct{}) int {
+	select {
+	case <-ctx.Done():
+		return 0
+	case <-slots:
+	}
+	n := 1
+	for {
+		select {
+		case <-slots:
+			n++
+		default:
+			return n
+		}
+	}
+}
+
+func release(slots chan struct{}, n int) {
+	for range n {
+		slots <- struct{}{}
+	}
+}
+
+// watchCancels keeps the set of cancelled runs and cancels their running handlers.
+func (w *Worker) watchCancels(ctx context.Context) {
+	for ctx.Err() == nil {
+		watcher, err := w.store.KV().Watch(ctx, workflow.CancelKey("*"), jetstream.IgnoreDeletes())
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for e := range watcher.Updates() {
+			if e == nil {
+				continue
+			}
+			run := strings.TrimPrefix(e.Key(), workflow.CancelKey(""))
+			w.mu.Lock()
+			w.cancels[run] = true
+			for rs := range w.running[run] {
+				rs.cancel(ErrRunCancelled)
+			}
+			w.mu.Unlock()
+		}
+		_ = watcher.Stop()
+	}
+}
+
+func (w *Worker) cancelled(run string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.cancels[run]
+}
+
+// track registers a running handler's cancel for run cancels; the returned func removes it.
+func (w *Worker) track(run string, cancel context.CancelCauseFunc) func() {
+	rs := &runningStep{cancel: cancel}
+	w.mu.Lock()
+	m := w.running[run]
+	if m == nil {
+		m = map[*runningStep]struct{}{}
+		w.running[run] = m
+	}
+	m[rs] = struct{}{}
+	if w.cancels[run] {
+		cancel(ErrRunCancelled)
+	}
+	w.mu.Unlock()
+	return func() {
+		w.mu.Lock()
+		delete(m, rs)
+		if len(m) == 0 {
+			delete(w.running, run)
+		}
+		w.mu.Unlock()
+	}
+}
+
+// at is called at a crash point; it reports whether a test stopped the worker dead there.
+func (w *Worker) at(point string) bool {
+	if w.cfg.hook == nil || !w.cfg.hook(point) {
+		return false
+	}
+	w.deadOnce.Do(func() { close(w.dead) })
+	return true
+}

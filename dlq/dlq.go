@@ -1,0 +1,190 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Failure says why a step goes to the DLQ.
+type Failure struct {
+	// Workflow and Node name the step; empty for a malformed message.
+	Workflow, Node string
+	// RunID of the step; empty for a malformed message.
+	RunID string
+	// Reason is one line: why the step stopped ("permanent error", "malformed: …").
+	Reason string
+	// Error is the last error's full text; the header keeps its first 4 KiB on one line.
+	Error string
+	// Attempts the node used.
+	Attempts int
+	// Worker that moved it.
+	Worker string
+	// StreamSeq is the step's sequence in the steps stream; it makes the DLQ publish
+	// idempotent (Nats-Msg-Id dlq.<seq>).
+	StreamSeq uint64
+	// Subject the step was delivered on.
+	Subject string
+	// At is when it failed (default now).
+	At time.Time
+}
+
+// Publish stores body in the DLQ with the failure's headers and returns the entry's ID (its
+// sequence in the DLQ stream). Publishing the same step twice stores one entry.
+func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, body []byte, f Failure) (uint64, error) {
+	subject := names.DLQMalformedSubject()
+	if f.Workflow != "" && f.Node != "" && workflow.ValidName(f.Workflow) && workflow.ValidName(f.Node) {
+		subject = names.DLQSubject(f.Workflow, f.Node)
+	}
+	at := f.At
+	if at.IsZero() {
+		at = time.Now()
+	}
+	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
+	msg.Header.Set(workflow.HeaderMsgID, "dlq."+strconv.FormatUint(f.StreamSeq, 10))
+	if f.RunID != "" {
+		msg.Header.Set(workflow.HeaderRun, f.RunID)
+	}
+	if f.Node != "" {
+		msg.Header.Set(workflow.HeaderNode, workflow.OneLine(f.Node, 200))
+	}
+	msg.Header.Set(workflow.HeaderReason, workflow.OneLine(f.Reason, 1000))
+	msg.Header.Set(workflow.HeaderError, workflow.OneLine(f.Error, workflow.MaxErrorHeaderBytes))
+	msg.Header.Set(workflow.HeaderAttempts, strconv.Itoa(f.Attempts))
+	msg.Header.Set(workflow.HeaderOriginalSubject, workflow.OneLine(f.Subject, 500))
+	msg.Header.Set(workflow.HeaderFailedAt, at.UTC().Format(time.RFC3339))
+	msg.Header.Set(workflow.HeaderWorker, workflow.OneLine(f.Worker, 200))
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return 0, fmt.Errorf("publish to DLQ: %w", err)
+	}
+	return ack.Sequence, nil
+}
+
+// Entry is one message in the DLQ.
+type Entry struct {
+	ID              uint64    `json:"id"`
+	Workflow        string    `json:"workflow"`
+	Node            string    `json:"node"`
+	RunID           string    `json:"run_id"`
+	Reason          string    `json:"reason"`
+	Attempts        int       `json:"attempts"`
+	Error           string    `json:"error"`
+	FailedAt        time.Time `json:"failed_at"`
+	Worker          string    `json:"worker,omitempty"`
+	OriginalSubject string    `json:"original_subject,omitempty"`
+	Body            []byte    `json:"-"`
+}
+
+// Filter selects entries; zero fields match everything.
+type Filter struct {
+	Workflow, Node, RunID string
+	// Reason matches entries whose reason contains it.
+	Reason string
+	// Since keeps entries that failed at or after it.
+	Since time.Time
+	// Limit caps the number of entries (0: no cap).
+	Limit int
+}
+
+func (f Filter) match(e *Entry) bool {
+	return (f.Workflow == "" || e.Workflow == f.Workflow) &&
+		(f.Node == "" || e.Node == f.Node) &&
+		(f.RunID == "" || e.RunID == f.RunID) &&
+		(f.Reason == "" || strings.Contains(e.Reason, f.Reason)) &&
+		(f.Since.IsZero() || !e.FailedAt.Before(f.Since))
+}
+
+// List returns the entries matching f, oldest first.
+func List(ctx context.Context, js jetstream.JetStream, names workflow.Names, f Filter) ([]*Entry, error) {
+	s, err := js.Stream(ctx, names.DLQStream())
+	if err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, fmt.Errorf("stream %s is missing: run `jetflow setup` first", names.DLQStream())
+		}
+		return nil, err
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	subject := names.DLQSubjects()[0]
+	if f.Workflow != "" && f.Node != "" {
+		subject = names.DLQSubject(f.Workflow, f.Node)
+	} else if f.Workflow != "" {
+		subject = strings.TrimSuffix(names.DLQSubject(f.Workflow, "x"), "x") + "*"
+	}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}}
+	if !f.Since.IsZero() {
+		cfg.DeliverPolicy = jetstream.DeliverByStartTimePolicy
+		since := f.Since
+		cfg.OptStartTime = &since
+	}
+	c, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	var out []*Entry
+	for {
+		msg, err := c.Next(jetstream.FetchMaxWait(2 * time.Second))
+		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+			break
+		}
+		if err != nil {
+			return out, err
+		}
+		meta, err := msg.Metadata()
+		if err != nil {
+			return out, err
+		}
+		e := FromMsg(meta.Sequence.Stream, msg.Headers(), msg.Data())
+		if f.match(e) {
+			out = append(out, e)
+			if f.Limit > 0 && len(out) >= f.Limit {
+				break
+			}
+		}
+		if meta.NumPending == 0 {
+			break
+		}
+	}
+	return out, nil
+}
+
+// FromMsg reads an entry from a DLQ message's headers and body.
+func FromMsg(seq uint64, h nats.Header, body []byte) *Entry {
+	e := &Entry{
+		ID:              seq,
+		RunID:           h.Get(workflow.HeaderRun),
+		Node:            h.Get(workflow.HeaderNode),
+		Reason:          h.Get(workflow.HeaderReason),
+		Error:           h.Get(workflow.HeaderError),
+		Worker:          h.Get(workflow.HeaderWorker),
+		OriginalSubject: h.Get(workflow.HeaderOriginalSubject),
+		Body:            slices.Clone(body),
+	}
+	e.Attempts, _ = strconv.Atoi(h.Get(workflow.HeaderAttempts))
+	e.FailedAt, _ = time.Parse(time.RFC3339, h.Get(workflow.HeaderFailedAt))
+	if env, err := workflow.DecodeEnvelope(body); err == nil {
+		e.Workflow = env.Workflow
+		if e.Node == "" {
+			e.Node = env.Node
+		}
+		if e.RunID == "" {
+			e.RunID = env.RunID
+		}
+	}
+	return e
+}

@@ -1,0 +1,206 @@
+// Package nodes holds jetflow's built-in node types: exec (run a program: JSON in on stdin,
+// JSON out on stdout), sleep (wait without holding a worker slot) and noop.
+package nodes
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jetflow-dev/jetflow/consumer"
+)
+
+// Register adds every built-in node type to w.
+func Register(w *consumer.Worker) {
+	w.Handle("exec", Exec)
+	w.Handle("sleep", Sleep)
+	w.Handle("noop", Noop)
+}
+
+// Noop returns with.output, or null: a step that does nothing, for tests and benchmarks.
+func Noop(_ context.Context, s *consumer.Step) (any, error) {
+	return s.With["output"], nil
+}
+
+// Sleep waits with.duration, parked through the schedule path: it holds no worker slot and
+// no ack-pending slot while it waits.
+func Sleep(_ context.Context, s *consumer.Step) (any, error) {
+	ds, _ := s.With["duration"].(string)
+	d, err := time.ParseDuration(ds)
+	if err != nil || d <= 0 {
+		return nil, consumer.Permanent(fmt.Errorf("sleep: with.duration %q must be a positive duration such as \"30s\"", ds))
+	}
+	now := time.Now()
+	switch {
+	case s.NotBefore.IsZero():
+		return nil, consumer.Park(now.Add(d))
+	case now.Before(s.NotBefore.Add(-50 * time.Millisecond)):
+		return nil, consumer.Park(s.NotBefore)
+	}
+	return map[string]any{"slept": d.String()}, nil
+}
+
+// Limits of the exec node.
+const (
+	maxStdout   = 16 << 20
+	stderrTail  = 2048
+	killTimeout = 5 * time.Second
+)
+
+// Exec runs with.command (a shell line run by /bin/sh -c, or a list of arguments) with the
+// node's input as JSON on stdin, and takes one JSON value from stdout as the output. Exit 0 is
+// success; an exit code listed in with.permanent_exit_codes is a permanent failure; any other
+// exit is retried. The last lines of stderr go into the error. The environment carries
+// JETFLOW_RUN_ID, JETFLOW_NODE, JETFLOW_ATTEMPT and JETFLOW_IDEMPOTENCY_KEY, plus with.env.
+func Exec(ctx context.Context, s *consumer.Step) (any, error) {
+	var argv []string
+	switch c := s.With["command"].(type) {
+	case string:
+		argv = []string{"/bin/sh", "-c", c}
+	case []any:
+		for _, a := range c {
+			argv = append(argv, fmt.Sprint(a))
+		}
+	}
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, consumer.Permanent(errors.New("exec: with.command is missing or empty"))
+	}
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error {
+		// Stop the whole process group: a shell's children too.
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = killTimeout
+	if dir, ok := s.With["dir"].(string); ok {
+		cmd.Dir = dir
+	}
+	env := os.Environ()
+	if m, ok := s.With["env"].(map[string]any); ok {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			env = append(env, k+"="+fmt.Sprint(m[k]))
+		}
+	}
+	env = append(env,
+		"JETFLOW_RUN_ID="+s.RunID,
+		"JETFLOW_NODE="+s.Node,
+		"JETFLOW_WORKFLOW="+s.Workflow,
+		"JETFLOW_ATTEMPT="+strconv.Itoa(s.Attempt),
+		"JETFLOW_IDEMPOTENCY_KEY="+s.IdempotencyKey,
+	)
+	cmd.Env = env
+	cmd.Stdin = bytes.NewReader(s.Input)
+	var stdout limitedBuffer
+	stdout.max = maxStdout
+	var stderr tailBuffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if err != nil {
+		tail := strings.TrimSpace(stderr.String())
+		if tail != "" {
+			tail = ": " + tail
+		}
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && ee.ExitCode() >= 0 {
+			code := ee.ExitCode()
+			e := fmt.Errorf("exec: exit status %d%s", code, tail)
+			if slices.Contains(permanentCodes(s.With["permanent_exit_codes"]), code) {
+				return nil, consumer.Permanent(e)
+			}
+			return nil, e
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("exec: %w%s", ctx.Err(), tail)
+		}
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) || errors.Is(err, os.ErrPermission) {
+			return nil, consumer.Permanent(fmt.Errorf("exec: %w", err))
+		}
+		return nil, fmt.Errorf("exec: %w%s", err, tail)
+	}
+	if stdout.over {
+		return nil, consumer.Permanent(fmt.Errorf("exec: stdout is over %d bytes", maxStdout))
+	}
+	out := bytes.TrimSpace(stdout.Bytes())
+	if len(out) == 0 {
+		return json.RawMessage("null"), nil
+	}
+	if !json.Valid(out) {
+		return nil, consumer.Permanent(fmt.Errorf("exec: stdout is not one JSON value (starts %q); print JSON, or nothing", preview(out)))
+	}
+	return json.RawMessage(out), nil
+}
+
+func preview(b []byte) string {
+	if len(b) > 40 {
+		b = b[:40]
+	}
+	return string(b)
+}
+
+func permanentCodes(v any) []int {
+	list, _ := v.([]any)
+	var out []int
+	for _, x := range list {
+		switch n := x.(type) {
+		case int:
+			out = append(out, n)
+		case int64:
+			out = append(out, int(n))
+		case uint64:
+			out = append(out, int(n))
+		case float64:
+			out = append(out, int(n))
+		}
+	}
+	return out
+}
+
+// limitedBuffer keeps at most max bytes and notes whether more came.
+type limitedBuffer struct {
+	bytes.Buffer
+	max  int
+	over bool
+}
+
+func (b *limitedBuffer) Write(p []byte) (int, error) {
+	if room := b.max - b.Len(); len(p) > room {
+		b.over = true
+		b.Buffer.Write(p[:max(room, 0)])
+		return len(p), nil
+	}
+	return b.Buffer.Write(p)
+}
+
+// tailBuffer keeps the last stderrTail bytes written.
+type tailBuffer struct{ b []byte }
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if len(t.b) > 2*stderrTail {
+		t.b = append(t.b[:0], t.b[len(t.b)-stderrTail:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string {
+	b := t.b
+	if len(b) > stderrTail {
+		b = b[len(b)-stderrTail:]
+	}
+	return string(b)
+}

@@ -1,0 +1,197 @@
+// Package producer starts runs and publishes step messages. Every step is published with the
+// Nats-Msg-Id of its dispatch, so publishing the same step twice within the steps stream's
+// duplicate window stores it once; fan-out in the worker publishes through the same code.
+package producer
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// DefaultMaxInputBytes is the default limit of a run's input and of a node's output.
+const DefaultMaxInputBytes = 256 << 10
+
+var (
+	// ErrUnknownWorkflow means no definition is registered under the name.
+	ErrUnknownWorkflow = errors.New("unknown workflow")
+	// ErrBadInput means the input is not valid JSON or is too large.
+	ErrBadInput = errors.New("bad input")
+	// ErrRunExists means the run ID is taken by a run of another workflow or input.
+	ErrRunExists = errors.New("run ID already used")
+	// ErrDuplicate means the broker had already stored a message this publish expected to be new.
+	ErrDuplicate = errors.New("unexpected duplicate publish")
+)
+
+// Config tunes a Producer.
+type Config struct {
+	// Names of the installation (default prefix "jetflow").
+	Names workflow.Names
+	// MaxInputBytes is the largest run input accepted (default 256 KiB).
+	MaxInputBytes int
+}
+
+// Producer starts runs.
+type Producer struct {
+	js    jetstream.JetStream
+	store *checkpoint.Store
+	cfg   Config
+}
+
+// New returns a Producer publishing through js and recording runs in store.
+func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) *Producer {
+	if cfg.Names.Prefix() == "" {
+		cfg.Names = workflow.MustNames("")
+	}
+	cfg.MaxInputBytes = cmp.Or(cfg.MaxInputBytes, DefaultMaxInputBytes)
+	return &Producer{js: js, store: store, cfg: cfg}
+}
+
+// StartOptions tunes Start.
+type StartOptions struct {
+	// ID is the run ID; empty means a new UUIDv7. Starting twice with the same ID, workflow and
+	// input starts one run (the roots are published again, deduplicated).
+	ID string
+}
+
+// NodeInput is the input every node receives: the run's input and its parents' outputs.
+type NodeInput struct {
+	Input json.RawMessage            `json:"input"`
+	Nodes map[string]json.RawMessage `json:"nodes"`
+}
+
+// Start starts a run of the registered workflow name with input (JSON; empty means null)
+// and returns its ID.
+func (p *Producer) Start(ctx context.Context, name string, input []byte, opts StartOptions) (string, error) {
+	input, err := p.CheckInput(input)
+	if err != nil {
+		return "", err
+	}
+	id := opts.ID
+	if id == "" {
+		u, err := uuid.NewV7()
+		if err != nil {
+			return "", fmt.Errorf("new run ID: %w", err)
+		}
+		id = u.String()
+	} else if !workflow.ValidRunID(id) {
+		return "", fmt.Errorf("%w: run ID %q: use 1 to 64 letters, digits, '_' or '-'", ErrBadInput, workflow.OneLine(id, 80))
+	}
+	ref, err := p.store.WorkflowRef(ctx, name)
+	if errors.Is(err, checkpoint.ErrNotFound) {
+		return "", fmt.Errorf("%w %q: apply it first with `jetflow workflows apply FILE`", ErrUnknownWorkflow, name)
+	}
+	if err != nil {
+		return "", err
+	}
+	rec := &checkpoint.Run{ID: id, Workflow: name, Def: ref.Hash, Input: input, Created: time.Now().UTC()}
+	fresh := true
+	if err := p.store.CreateRun(ctx, rec); errors.Is(err, checkpoint.ErrConflict) {
+		old, err := p.store.Run(ctx, id)
+		if err != nil {
+			return "", fmt.Errorf("read run %s: %w", id, err)
+		}
+		if old.Workflow != name || !bytes.Equal(old.Input, input) {
+			return "", fmt.Errorf("%w: run %s exists with another workflow or input", ErrRunExists, id)
+		}
+		rec, fresh = old, false
+	} else if err != nil {
+		return "", fmt.Errorf("record run %s: %w", id, err)
+	}
+	def, err := p.store.Definition(ctx, rec.Def)
+	if err != nil {
+		return "", fmt.Errorf("definition of %s: %w", name, err)
+	}
+	nodeInput, err := json.Marshal(NodeInput{Input: input, Nodes: map[string]json.RawMessage{}})
+	if err != nil {
+		return "", err
+	}
+	for _, n := range def.Roots() {
+		env := &workflow.Envelope{RunID: id, Workflow: name, Def: rec.Def, Node: n.Name, Input: nodeInput, Dispatch: workflow.DispatchFirst}
+		dup, err := p.Publish(ctx, n.Type, env)
+		if err != nil {
+			return "", err
+		}
+		if dup && fresh {
+			return "", fmt.Errorf("%w: step %s of new run %s was already stored", ErrDuplicate, n.Name, id)
+		}
+	}
+	return id, nil
+}
+
+// CheckInput checks that input is one JSON value within the limit and returns it compacted.
+func (p *Producer) CheckInput(input []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(input)) == 0 {
+		return []byte("null"), nil
+	}
+	if len(input) > p.cfg.MaxInputBytes {
+		return nil, fmt.Errorf("%w: input is %d bytes; the limit is %d bytes (--max-input)", ErrBadInput, len(input), p.cfg.MaxInputBytes)
+	}
+	var buf bytes.Buffer
+	if err := json.Compact(&buf, input); err != nil {
+		return nil, fmt.Errorf("%w: input is not valid JSON: %s", ErrBadInput, workflow.OneLine(err.Error(), 120))
+	}
+	return buf.Bytes(), nil
+}
+
+// Publish publishes a step with the Nats-Msg-Id of its dispatch and reports whether the
+// broker had already stored it (a duplicate within the window).
+func (p *Producer) Publish(ctx context.Context, nodeType string, env *workflow.Envelope) (bool, error) {
+	return Publish(ctx, p.js, p.cfg.Names, nodeType, env)
+}
+
+// Publish publishes a step through js; see Producer.Publish.
+func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, nodeType string, env *workflow.Envelope) (bool, error) {
+	body, err := env.Encode()
+	if err != nil {
+		return false, err
+	}
+	msg := &nats.Msg{
+		Subject: names.StepSubject(nodeType, env.Workflow, env.Node),
+		Header:  nats.Header{},
+		Data:    body,
+	}
+	msg.Header.Set(workflow.HeaderMsgID, env.MsgID())
+	msg.Header.Set(workflow.HeaderRun, env.RunID)
+	msg.Header.Set(workflow.HeaderNode, env.Node)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("publish step %s of run %s: %w", env.Node, env.RunID, err)
+	}
+	return ack.Duplicate, nil
+}
+
+// Schedule publishes env to the schedule subject of its run, node and attempt, to be moved
+// onto its step subject by the server at (granularity about 250 ms).
+func Schedule(ctx context.Context, js jetstream.JetStream, names workflow.Names, nodeType string, env *workflow.Envelope, attempt int, at time.Time) (bool, error) {
+	body, err := env.Encode()
+	if err != nil {
+		return false, err
+	}
+	msg := &nats.Msg{
+		Subject: names.SchedSubject(env.RunID, env.Node, attempt),
+		Header:  nats.Header{},
+		Data:    body,
+	}
+	msg.Header.Set(workflow.HeaderMsgID, env.MsgID())
+	msg.Header.Set(workflow.HeaderRun, env.RunID)
+	msg.Header.Set(workflow.HeaderNode, env.Node)
+	msg.Header.Set(workflow.HeaderSchedule, "@at "+at.UTC().Format(time.RFC3339Nano))
+	msg.Header.Set(workflow.HeaderScheduleTarget, names.StepSubject(nodeType, env.Workflow, env.Node))
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("schedule step %s of run %s: %w", env.Node, env.RunID, err)
+	}
+	return ack.Duplicate, nil
+}

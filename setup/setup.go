@@ -1,0 +1,248 @@
+// Package setup creates and updates what an installation needs on the broker: the steps,
+// DLQ and advisory streams, the KV buckets, and the durable consumers of node types. It is
+// idempotent, and says exactly what it cannot change in place.
+package setup
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Defaults of the broker objects.
+const (
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxDeliver    = 20
+	DefaultMaxAckPending = 1000
+	DefaultDLQRetention  = 30 * 24 * time.Hour
+	DuplicateWindow      = 10 * time.Minute
+	AdvisoryRetention    = 7 * 24 * time.Hour
+	WorkerPresenceTTL    = 15 * time.Second
+)
+
+// Config says what to create.
+type Config struct {
+	// Names of the installation (prefix).
+	Names workflow.Names
+	// Replicas of every stream and bucket (default 1; 3 on a cluster).
+	Replicas int
+	// DLQRetention is how long DLQ entries are kept (default 30 days).
+	DLQRetention time.Duration
+	// Types are node types whose consumers to create besides the built-in ones.
+	Types []ConsumerConfig
+}
+
+// ConsumerConfig tunes the consumer of one node type.
+type ConsumerConfig struct {
+	// Type is the node type.
+	Type string
+	// AckWait is how long a delivered step may go without an ack or heartbeat (default 30 s).
+	AckWait time.Duration
+	// MaxAckPending is the type's cluster-wide cap on steps in flight (default 1,000).
+	MaxAckPending int
+	// MaxDeliver is the last net against poison steps (default 20).
+	MaxDeliver int
+}
+
+// WithDefaults returns c with zero fields filled in.
+func (c ConsumerConfig) WithDefaults() ConsumerConfig {
+	c.AckWait = cmp.Or(c.AckWait, DefaultAckWait)
+	c.MaxAckPending = cmp.Or(c.MaxAckPending, DefaultMaxAckPending)
+	c.MaxDeliver = cmp.Or(c.MaxDeliver, DefaultMaxDeliver)
+	return c
+}
+
+// Report lists what Run did, one line an object.
+type Report struct {
+	Lines []string
+}
+
+func (r *Report) add(format string, args ...any) {
+	r.Lines = append(r.Lines, fmt.Sprintf(format, args...))
+}
+
+// Run creates or updates every stream, bucket and consumer. It is safe to run again.
+func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, error) {
+	n := cfg.Names
+	if n.Prefix() == "" {
+		n = workflow.MustNames("")
+	}
+	replicas := cmp.Or(cfg.Replicas, 1)
+	rep := &Report{}
+	streams := []jetstream.StreamConfig{
+		{
+			Name:              n.StepsStream(),
+			Description:       "jetflow steps and pending schedules",
+			Subjects:          n.StepSubjects(),
+			Retention:         jetstream.WorkQueuePolicy,
+			Storage:           jetstream.FileStorage,
+			Discard:           jetstream.DiscardOld,
+			Duplicates:        DuplicateWindow,
+			AllowMsgSchedules: true,
+			AllowRollup:       true,
+			Replicas:          replicas,
+		},
+		{
+			Name:        n.DLQStream(),
+			Description: "jetflow dead-letter queue",
+			Subjects:    n.DLQSubjects(),
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      cmp.Or(cfg.DLQRetention, DefaultDLQRetention),
+			Duplicates:  DuplicateWindow,
+			Replicas:    replicas,
+		},
+		{
+			Name:        n.AdvisoryStream(),
+			Description: "captured MAX_DELIVERIES advisories of the steps stream",
+			Subjects:    []string{n.AdvisorySubject()},
+			Retention:   jetstream.LimitsPolicy,
+			Storage:     jetstream.FileStorage,
+			MaxAge:      AdvisoryRetention,
+			Replicas:    replicas,
+		},
+	}
+	for _, sc := range streams {
+		if err := ensureStream(ctx, js, sc, rep); err != nil {
+			return rep, err
+		}
+	}
+	buckets := []struct {
+		cfg    jetstream.KeyValueConfig
+		direct bool
+	}{
+		{jetstream.KeyValueConfig{Bucket: n.RunsBucket(), Description: "jetflow runs, node states, joins and ends", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, false},
+		{jetstream.KeyValueConfig{Bucket: n.WorkflowsBucket(), Description: "jetflow workflow registry", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, true},
+		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, false},
+		{jetstream.KeyValueConfig{Bucket: n.WorkersBucket(), Description: "jetflow worker presence", History: 1, TTL: WorkerPresenceTTL, Storage: jetstream.FileStorage, Replicas: replicas}, true},
+	}
+	for _, b := range buckets {
+		if err := ensureBucket(ctx, js, b.cfg, b.direct, rep); err != nil {
+			return rep, err
+		}
+	}
+	types := map[string]ConsumerConfig{}
+	for _, t := range workflow.BuiltinTypes() {
+		types[t] = ConsumerConfig{Type: t}
+	}
+	for _, t := range cfg.Types {
+		types[t.Type] = t
+	}
+	for _, t := range slices.Sorted(maps.Keys(types)) {
+		if err := EnsureConsumer(ctx, js, n, types[t], true, replicas, rep); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig, rep *Report) error {
+	s, err := js.Stream(ctx, sc.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, sc); err != nil {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+		rep.add("stream %s: created", sc.Name)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", sc.Name, err)
+	}
+	cur := s.CachedInfo().Config
+	if cur.Retention != sc.Retention {
+		return fmt.Errorf("stream %s has retention %s, want %s: it cannot be changed in place; move its messages away and delete it, then run setup again", sc.Name, cur.Retention, sc.Retention)
+	}
+	if cur.Storage != sc.Storage {
+		return fmt.Errorf("stream %s has %s storage, want %s: it cannot be changed in place; recreate the stream", sc.Name, cur.Storage, sc.Storage)
+	}
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("update stream %s: %w", sc.Name, err)
+	}
+	rep.add("stream %s: up to date", sc.Name)
+	return nil
+}
+
+// ensureBucket creates a KV bucket, or updates the stream behind an existing one without
+// going through the KV API (which would turn direct gets back on).
+func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig, direct bool, rep *Report) error {
+	stream := "KV_" + kc.Bucket
+	s, err := js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateKeyValue(ctx, kc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
+			return fmt.Errorf("create bucket %s: %w", kc.Bucket, err)
+		}
+		if s, err = js.Stream(ctx, stream); err != nil {
+			return fmt.Errorf("bucket %s: %w", kc.Bucket, err)
+		}
+		rep.add("bucket %s: created", kc.Bucket)
+	} else if err != nil {
+		return fmt.Errorf("bucket %s: %w", kc.Bucket, err)
+	} else {
+		rep.add("bucket %s: up to date", kc.Bucket)
+	}
+	sc := s.CachedInfo().Config
+	if sc.AllowDirect == direct && sc.Replicas == kc.Replicas {
+		return nil
+	}
+	sc.AllowDirect = direct
+	sc.Replicas = kc.Replicas
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		return fmt.Errorf("update bucket %s: %w", kc.Bucket, err)
+	}
+	return nil
+}
+
+// EnsureConsumer creates the durable consumer of a node type. An existing one is updated only
+// when update is true (setup); a worker passes false and never changes a consumer it finds.
+func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n workflow.Names, c ConsumerConfig, update bool, replicas int, rep *Report) error {
+	c = c.WithDefaults()
+	cc := jetstream.ConsumerConfig{
+		Durable:       n.Consumer(c.Type),
+		Description:   "jetflow steps of type " + c.Type,
+		FilterSubject: n.StepFilter(c.Type),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver,
+		MaxAckPending: c.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Replicas:      replicas,
+	}
+	stream := n.StepsStream()
+	cons, err := js.Consumer(ctx, stream, cc.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		if _, err := js.CreateConsumer(ctx, stream, cc); err != nil {
+			if _, again := js.Consumer(ctx, stream, cc.Durable); again == nil {
+				return nil // another worker created it first
+			}
+			return fmt.Errorf("create consumer %s: %w", cc.Durable, err)
+		}
+		if rep != nil {
+			rep.add("consumer %s: created", cc.Durable)
+		}
+		return nil
+	case errors.Is(err, jetstream.ErrStreamNotFound):
+		return fmt.Errorf("stream %s is missing: run `jetflow setup` first", stream)
+	case err != nil:
+		return fmt.Errorf("consumer %s: %w", cc.Durable, err)
+	}
+	if !update {
+		return nil
+	}
+	cc.PauseUntil = cons.CachedInfo().Config.PauseUntil // setup never unpauses a consumer
+	if _, err := js.UpdateConsumer(ctx, stream, cc); err != nil {
+		return fmt.Errorf("update consumer %s: %w", cc.Durable, err)
+	}
+	if rep != nil {
+		rep.add("consumer %s: up to date", cc.Durable)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package workflow
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// DefaultPrefix is the prefix every name on the broker starts with unless configured.
+const DefaultPrefix = "jetflow"
+
+var (
+	prefixRe = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	tokenRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	runIDRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+)
+
+// ValidName reports whether s may be a workflow, node or node-type name: one subject token of
+// letters, digits, '_' and '-'.
+func ValidName(s string) bool { return len(s) <= 128 && tokenRe.MatchString(s) }
+
+// ValidRunID reports whether s may be a run ID: 1 to 64 letters, digits, '_' or '-'.
+func ValidRunID(s string) bool { return runIDRe.MatchString(s) }
+
+// Names spells every stream, subject, consumer and bucket name of one installation. The zero
+// value is not usable; build one with NewNames.
+type Names struct {
+	prefix string
+	upper  string
+}
+
+// NewNames returns the names for prefix (empty means DefaultPrefix). A prefix is one token of
+// lower-case letters, digits, '_' and '-'.
+func NewNames(prefix string) (Names, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	if !prefixRe.MatchString(prefix) {
+		return Names{}, fmt.Errorf("prefix %q: use lower-case letters, digits, '_' and '-' only", prefix)
+	}
+	return Names{prefix: prefix, upper: strings.ToUpper(prefix)}, nil
+}
+
+// MustNames is NewNames for prefixes known to be valid; it panics on a bad one.
+func MustNames(prefix string) Names {
+	n, err := NewNames(prefix)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+// Prefix returns the prefix the names are built from.
+func (n Names) Prefix() string { return n.prefix }
+
+// StepsStream is the work-queue stream that holds step messages and pending schedules.
+func (n Names) StepsStream() string { return n.upper + "_STEPS" }
+
+// StepSubjects are the subjects of the steps stream.
+func (n Names) StepSubjects() []string {
+	return []string{n.prefix + ".step.>", n.prefix + ".sched.>"}
+}
+
+// StepSubject is the subject a step of node of workflow wf, of type nodeType, travels on.
+func (n Names) StepSubject(nodeType, wf, node string) string {
+	return n.prefix + ".step." + nodeType + "." + wf + "." + node
+}
+
+// StepFilter is the filter subject of the consumer of nodeType.
+func (n Names) StepFilter(nodeType string) string { return n.prefix + ".step." + nodeType + ".>" }
+
+// SchedSubject is the subject of the schedule that wakes node of run for attempt.
+func (n Names) SchedSubject(runID, node string, attempt int) string {
+	return fmt.Sprintf("%s.sched.%s.%s.%d", n.prefix, runID, node, attempt)
+}
+
+// Consumer is the durable consumer name of nodeType.
+func (n Names) Consumer(nodeType string) string { return n.prefix + "-" + nodeType }
+
+// DLQStream is the dead-letter stream.
+func (n Names) DLQStream() string { return n.upper + "_DLQ" }
+
+// DLQSubjects are the subjects of the DLQ stream.
+func (n Names) DLQSubjects() []string { return []string{n.prefix + ".dlq.>"} }
+
+// DLQSubject is the subject a dead step of node of workflow wf is kept under.
+func (n Names) DLQSubject(wf, node string) string { return n.prefix + ".dlq." + wf + "." + node }
+
+// DLQMalformedSubject is where messages that could not be decoded are kept.
+func (n Names) DLQMalformedSubject() string { return n.prefix + ".dlq._malformed._" }
+
+// AdvisoryStream captures MAX_DELIVERIES advisories of the steps stream for the sweeper.
+func (n Names) AdvisoryStream() string { return n.upper + "_ADVISORIES" }
+
+// AdvisorySubject is the advisory subject captured by AdvisoryStream.
+func (n Names) AdvisorySubject() string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + n.StepsStream() + ".>"
+}
+
+// SweeperConsumer is the durable consumer of AdvisoryStream.
+func (n Names) SweeperConsumer() string { return n.prefix + "-sweeper" }
+
+// RunsBucket is the KV bucket of run records, node states, joins and ends.
+func (n Names) RunsBucket() string { return n.prefix + "_runs" }
+
+// WorkflowsBucket is the KV bucket of the definition registry.
+func (n Names) WorkflowsBucket() string { return n.prefix + "_workflows" }
+
+// BreakersBucket is the KV bucket of shared breaker trips.
+func (n Names) BreakersBucket() string { return n.prefix + "_breakers" }
+
+// WorkersBucket is the KV bucket of worker presence.
+func (n Names) WorkersBucket() string { return n.prefix + "_workers" }
+
+// BlobsBucket is the object store for large payloads.
+func (n Names) BlobsBucket() string { return n.prefix + "_blobs" }
+
+// Keys in the runs bucket.
+
+// RunKey is the key of a run's record.
+func RunKey(runID string) string { return "run." + runID }
+
+// NodeKey is the key of a node's state.
+func NodeKey(runID, node string) string { return "node." + runID + "." + node }
+
+// JoinKey is the key of the set of finished parents of a node with several parents.
+func JoinKey(runID, node string) string { return "join." + runID + "." + node }
+
+// SinksKey is the key of the set of finished sink nodes of a run.
+func SinksKey(runID string) string { return "sinks." + runID }
+
+// ProgressKey is the key of the in-step progress a handler saved.
+func ProgressKey(runID, node string) string { return "progress." + runID + "." + node }
+
+// CancelKey is present when an operator cancelled the run.
+func CancelKey(runID string) string { return "cancel." + runID }
+
+// EndKey is the key of a run's end.
+func EndKey(runID string) string { return "end." + runID }
+
+// Keys in the workflows bucket.
+
+// WorkflowKey maps a workflow name to its current definition hash.
+func WorkflowKey(name string) string { return "wf." + name }
+
+// DefinitionKey holds the immutable definition with the given hash.
+func DefinitionKey(hash string) string { return "def." + hash }
+
+// IdempotencyKey is the stable key handlers should use for side effects of node in run.
+func IdempotencyKey(runID, node string) string { return runID + "." + node }

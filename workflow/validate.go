@@ -1,0 +1,288 @@
+package workflow
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Problem is one thing wrong with a definition. Path is a YAML path such as
+// "$.nodes[2].needs[0]"; Line and Col are set when the definition came from a file.
+type Problem struct {
+	Path string
+	Line int
+	Col  int
+	Msg  string
+}
+
+// ValidationError lists what is wrong with a definition. Its Error is one line: the first
+// problem with its place, and how many more there are.
+type ValidationError struct {
+	File     string
+	Problems []Problem
+}
+
+// Error implements error.
+func (e *ValidationError) Error() string {
+	if len(e.Problems) == 0 {
+		return "invalid workflow"
+	}
+	s := e.where(e.Problems[0]) + e.Problems[0].Msg
+	if n := len(e.Problems) - 1; n > 0 {
+		s += fmt.Sprintf(" (and %d more problem%s)", n, plural(n))
+	}
+	return s
+}
+
+func (e *ValidationError) where(p Problem) string {
+	file := e.File
+	switch {
+	case file != "" && p.Line > 0:
+		return fmt.Sprintf("%s:%d:%d: ", file, p.Line, p.Col)
+	case file != "":
+		return file + ": "
+	case p.Line > 0:
+		return fmt.Sprintf("line %d:%d: ", p.Line, p.Col)
+	case p.Path != "":
+		return p.Path + ": "
+	}
+	return ""
+}
+
+// Lines returns every problem on its own line, with its place.
+func (e *ValidationError) Lines() []string {
+	out := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		out[i] = e.where(p) + p.Msg
+	}
+	return out
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// BuiltinTypes lists the node types jetflow ships, with the keys their `with` accepts.
+var builtinWith = map[string][]string{
+	"exec":  {"command", "env", "dir", "permanent_exit_codes"},
+	"sleep": {"duration"},
+	"noop":  {"output"},
+	"http":  {"method", "url", "headers", "body", "timeout", "expect_status"},
+}
+
+// IsBuiltin reports whether typ is one of jetflow's built-in node types.
+func IsBuiltin(typ string) bool { _, ok := builtinWith[typ]; return ok }
+
+// BuiltinTypes returns the names of the built-in node types, sorted.
+func BuiltinTypes() []string {
+	out := make([]string, 0, len(builtinWith))
+	for t := range builtinWith {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ValidateOptions tunes Validate.
+type ValidateOptions struct {
+	// KnownType, when set, reports whether a node type has a handler; nodes of other types
+	// are refused. Built-in types are always known.
+	KnownType func(typ string) bool
+}
+
+// Validate checks the definition: names, duplicates, unknown parents, cycles, settings in
+// range, and `with` keys of built-in types. It returns a *ValidationError or nil.
+func (w *Workflow) Validate(opts ValidateOptions) error {
+	var ps []Problem
+	add := func(path, format string, args ...any) {
+		ps = append(ps, Problem{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	if w.Name == "" {
+		add("$.name", "the workflow has no name: add `name: <name>`")
+	} else if !ValidName(w.Name) {
+		add("$.name", "workflow name %q: use letters, digits, '_' and '-' only", w.Name)
+	}
+	if len(w.Nodes) == 0 {
+		add("$.nodes", "the workflow has no nodes")
+	}
+	if len(w.Nodes) > MaxNodes {
+		add("$.nodes", "the workflow has %d nodes; at most %d are allowed", len(w.Nodes), MaxNodes)
+		return &ValidationError{Problems: ps}
+	}
+	seen := make(map[string]int, len(w.Nodes))
+	for i, n := range w.Nodes {
+		at := fmt.Sprintf("$.nodes[%d]", i)
+		if n == nil {
+			add(at, "node %d is empty", i)
+			continue
+		}
+		switch {
+		case n.Name == "":
+			add(at, "node %d has no name", i)
+		case !ValidName(n.Name):
+			add(at+".name", "node name %q: use letters, digits, '_' and '-' only", n.Name)
+		default:
+			if j, dup := seen[n.Name]; dup {
+				add(at+".name", "duplicate node name %q (also node %d)", n.Name, j)
+			} else {
+				seen[n.Name] = i
+			}
+		}
+		w.validateNode(n, at, opts, add)
+	}
+	if len(ps) == 0 {
+		for i, n := range w.Nodes {
+			for j, p := range n.Needs {
+				if _, ok := seen[p]; !ok {
+					add(fmt.Sprintf("$.nodes[%d].needs[%d]", i, j), "node %q needs %q, which is not a node of this workflow", n.Name, p)
+				} else if p == n.Name {
+					add(fmt.Sprintf("$.nodes[%d].needs[%d]", i, j), "node %q needs itself", n.Name)
+				}
+			}
+			if len(n.Needs) != len(uniq(n.Needs)) {
+				add(fmt.Sprintf("$.nodes[%d].needs", i), "node %q lists a parent twice", n.Name)
+			}
+		}
+	}
+	if len(ps) == 0 {
+		if cyc := w.cycle(); cyc != nil {
+			add(fmt.Sprintf("$.nodes[%d].needs", seen[cyc[0]]), "cycle: %s", strings.Join(cyc, " → "))
+		}
+	}
+	if len(ps) > 0 {
+		return &ValidationError{Problems: ps}
+	}
+	w.index = nil
+	return nil
+}
+
+func uniq(s []string) []string {
+	c := slices.Clone(s)
+	slices.Sort(c)
+	return slices.Compact(c)
+}
+
+func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add func(string, string, ...any)) {
+	switch {
+	case n.Type == "":
+		add(at, "node %q has no type", n.Name)
+	case !ValidName(n.Type):
+		add(at+".type", "node type %q: use letters, digits, '_' and '-' only", n.Type)
+	case !IsBuiltin(n.Type) && opts.KnownType != nil && !opts.KnownType(n.Type):
+		add(at+".type", "node %q has unknown type %q (built-in: %s)", n.Name, n.Type, strings.Join(BuiltinTypes(), ", "))
+	}
+	if keys, ok := builtinWith[n.Type]; ok {
+		for _, k := range sortedKeys(n.With) {
+			if !slices.Contains(keys, k) {
+				add(at+".with."+k, "%s node %q: unknown setting %q under with (allowed: %s)", n.Type, n.Name, k, strings.Join(keys, ", "))
+			}
+		}
+		switch n.Type {
+		case "exec":
+			switch c := n.With["command"].(type) {
+			case nil:
+				add(at+".with", "exec node %q needs with.command (a shell line or a list of arguments)", n.Name)
+			case string:
+				if strings.TrimSpace(c) == "" {
+					add(at+".with.command", "exec node %q: command is empty", n.Name)
+				}
+			case []any:
+				if len(c) == 0 {
+					add(at+".with.command", "exec node %q: command is empty", n.Name)
+				}
+			default:
+				add(at+".with.command", "exec node %q: command must be a string or a list of strings", n.Name)
+			}
+		case "sleep":
+			s, ok := n.With["duration"].(string)
+			if !ok {
+				add(at+".with", "sleep node %q needs with.duration such as \"30s\"", n.Name)
+			} else if d, err := time.ParseDuration(s); err != nil || d <= 0 {
+				add(at+".with.duration", "sleep node %q: duration %q must be positive, such as \"30s\"", n.Name, s)
+			}
+		}
+	}
+	if r := n.Retry; r != nil {
+		if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttemptsLimit {
+			add(at+".retry.max_attempts", "retry.max_attempts %d: use 1 to %d", r.MaxAttempts, MaxAttemptsLimit)
+		}
+		if r.Initial < 0 {
+			add(at+".retry.initial", "retry.initial must be positive")
+		}
+		if r.Max < 0 {
+			add(at+".retry.max", "retry.max must be positive")
+		}
+		if r.Multiplier < 0 || (r.Multiplier > 0 && r.Multiplier < 1) || r.Multiplier > 100 {
+			add(at+".retry.multiplier", "retry.multiplier %v: use 1 to 100", r.Multiplier)
+		}
+		if r.Jitter != nil && (*r.Jitter < 0 || *r.Jitter > 1) {
+			add(at+".retry.jitter", "retry.jitter %v: use 0 to 1", *r.Jitter)
+		}
+		if r.Initial > 0 && r.Max > 0 && r.Max < r.Initial {
+			add(at+".retry.max", "retry.max (%s) is below retry.initial (%s)", r.Max.D(), r.Initial.D())
+		}
+	}
+	if n.Timeout < 0 {
+		add(at+".timeout", "timeout must be positive")
+	}
+	if n.MaxCrashes < 0 || n.MaxCrashes > 15 {
+		add(at+".max_crashes", "max_crashes %d: use 1 to 15", n.MaxCrashes)
+	}
+}
+
+func sortedKeys(m map[string]any) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// cycle returns one cycle as a path of node names (first name repeated at the end), or nil.
+func (w *Workflow) cycle() []string {
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := make(map[string]int, len(w.Nodes))
+	byName := make(map[string]*Node, len(w.Nodes))
+	for _, n := range w.Nodes {
+		byName[n.Name] = n
+	}
+	var stack []string
+	var found []string
+	var visit func(name string) bool
+	visit = func(name string) bool {
+		color[name] = grey
+		stack = append(stack, name)
+		for _, p := range byName[name].Needs {
+			switch color[p] {
+			case grey:
+				i := slices.Index(stack, p)
+				found = append(slices.Clone(stack[i:]), p)
+				slices.Reverse(found)
+				return true
+			case white:
+				if visit(p) {
+					return true
+				}
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[name] = black
+		return false
+	}
+	for _, n := range w.Nodes {
+		if color[n.Name] == white && visit(n.Name) {
+			return found
+		}
+	}
+	return nil
+}
