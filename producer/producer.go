@@ -74,7 +74,7 @@ type NodeInput struct {
 // Start starts a run of the registered workflow name with input (JSON; empty means null)
 // and returns its ID.
 func (p *Producer) Start(ctx context.Context, name string, input []byte, opts StartOptions) (string, error) {
-	input, err := p.CheckInput(input)
+	input, err := CheckInput(input, p.cfg.MaxInputBytes)
 	if err != nil {
 		return "", err
 	}
@@ -130,13 +130,15 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	return id, nil
 }
 
-// CheckInput checks that input is one JSON value within the limit and returns it compacted.
-func (p *Producer) CheckInput(input []byte) ([]byte, error) {
+// CheckInput checks that input is one JSON value of at most max bytes (0: the default) and
+// returns it compacted; empty input is null.
+func CheckInput(input []byte, max int) ([]byte, error) {
+	max = cmp.Or(max, DefaultMaxInputBytes)
 	if len(bytes.TrimSpace(input)) == 0 {
 		return []byte("null"), nil
 	}
-	if len(input) > p.cfg.MaxInputBytes {
-		return nil, fmt.Errorf("%w: input is %d bytes; the limit is %d bytes (--max-input)", ErrBadInput, len(input), p.cfg.MaxInputBytes)
+	if len(input) > max {
+		return nil, fmt.Errorf("%w: input is %d bytes; the limit is %d bytes", ErrBadInput, len(input), max)
 	}
 	var buf bytes.Buffer
 	if err := json.Compact(&buf, input); err != nil {

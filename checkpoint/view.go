@@ -1,0 +1,122 @@
+package checkpoint
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Run statuses as shown to people; node statuses add StatusPending to the stored ones.
+const (
+	RunRunning    = "running"
+	StatusPending = "pending"
+)
+
+// RunView is a run as `jetflow runs get --json` shows it.
+type RunView struct {
+	ID        string               `json:"id"`
+	Workflow  string               `json:"workflow"`
+	Status    string               `json:"status"`
+	CreatedAt time.Time            `json:"created_at"`
+	EndedAt   *time.Time           `json:"ended_at"`
+	Reason    string               `json:"reason,omitempty"`
+	Nodes     map[string]*NodeView `json:"nodes"`
+	// Order lists the node names in definition order (not in the JSON).
+	Order []string `json:"-"`
+}
+
+// NodeView is one node of a RunView.
+type NodeView struct {
+	Status    string          `json:"status"`
+	Attempts  int             `json:"attempts"`
+	Output    json.RawMessage `json:"output,omitempty"`
+	Error     string          `json:"error,omitempty"`
+	StartedAt *time.Time      `json:"started_at"`
+	EndedAt   *time.Time      `json:"ended_at"`
+	NotBefore *time.Time      `json:"not_before,omitempty"`
+	Fallback  bool            `json:"fallback,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	DLQID     uint64          `json:"dlq_id,omitempty"`
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// Describe reads everything about a run: its record, end and every node's state.
+// ErrNotFound if there is no such run.
+func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
+	if !workflow.ValidRunID(id) {
+		return nil, fmt.Errorf("%w: %q is not a run ID", ErrNotFound, workflow.OneLine(id, 80))
+	}
+	r, err := s.Run(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	def, err := s.Definition(ctx, r.Def)
+	if err != nil {
+		return nil, fmt.Errorf("definition of run %s: %w", id, err)
+	}
+	v := &RunView{ID: id, Workflow: r.Workflow, Status: RunRunning, CreatedAt: r.Created, Nodes: map[string]*NodeView{}}
+	end, _, err := s.End(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if end != nil {
+		v.Status, v.Reason, v.EndedAt = end.Status, end.Reason, timePtr(end.At)
+	}
+	for _, n := range def.Nodes {
+		v.Order = append(v.Order, n.Name)
+		st, _, err := s.Node(ctx, id, n.Name)
+		if err != nil {
+			return nil, err
+		}
+		nv := &NodeView{Status: StatusPending}
+		if st != nil {
+			nv = &NodeView{Status: st.Status, Attempts: st.Attempts, Output: st.Output, Error: st.LastError,
+				StartedAt: timePtr(st.StartedAt), EndedAt: timePtr(st.EndedAt), Fallback: st.Fallback,
+				Reason: st.Reason, DLQID: st.DLQSeq}
+			if st.Status == StatusRetrying {
+				nv.NotBefore = timePtr(st.NotBefore)
+			}
+		}
+		v.Nodes[n.Name] = nv
+	}
+	return v, nil
+}
+
+// WaitEnd blocks until the run ends (or ctx ends) and returns its end.
+func (s *Store) WaitEnd(ctx context.Context, id string) (*End, error) {
+	w, err := s.runs.Watch(ctx, workflow.EndKey(id), jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("watch of the run's end stopped")
+			}
+			if e == nil {
+				continue
+			}
+			var end End
+			if err := json.Unmarshal(e.Value(), &end); err != nil {
+				return nil, fmt.Errorf("read end of run %s: %w", id, err)
+			}
+			return &end, nil
+		}
+	}
+}

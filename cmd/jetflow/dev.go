@@ -1,0 +1,127 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/spf13/cobra"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/internal/embedded"
+	"github.com/jetflow-dev/jetflow/setup"
+)
+
+// devPort is the port `jetflow dev` takes when it is free.
+const devPort = 4222
+
+func (a *app) devCmd() *cobra.Command {
+	var (
+		dataDir, workflowsDir string
+		port, concurrency     int
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run everything on this machine: embedded NATS, setup, your workflows, a worker",
+		Long: "dev starts an embedded nats-server with JetStream (loopback only, data in --data), sets\n" +
+			"up streams and buckets, applies every workflow in --workflows, and runs a worker with the\n" +
+			"built-in node types until Ctrl-C.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			names, err := a.names()
+			if err != nil {
+				return err
+			}
+			if !cmd.Flags().Changed("workflows") {
+				if fi, err := os.Stat("examples"); err == nil && fi.IsDir() {
+					workflowsDir = "examples"
+				}
+			}
+			if err := os.MkdirAll(dataDir, 0o755); err != nil {
+				return failedErr(fmt.Errorf("--data %s: %w", dataDir, err))
+			}
+			abs, _ := filepath.Abs(dataDir)
+			if port == 0 {
+				port = -1
+				if embedded.PortFree(devPort) {
+					port = devPort
+				}
+			}
+			srv, err := embedded.Start(embedded.Options{StoreDir: abs, Port: port})
+			if err != nil {
+				return failedErr(err)
+			}
+			defer func() {
+				srv.Shutdown()
+				srv.WaitForShutdown()
+			}()
+			url := srv.ClientURL()
+			a.natsURL = url
+			nc, err := nats.Connect(url, nats.Name("jetflow dev"), nats.MaxReconnects(-1))
+			if err != nil {
+				return failedErr(err)
+			}
+			defer nc.Close()
+			js, err := jetstream.New(nc)
+			if err != nil {
+				return failedErr(err)
+			}
+			if _, err := setup.Run(ctx, js, setup.Config{Names: names}); err != nil {
+				return failedErr(err)
+			}
+			store, err := checkpoint.Open(ctx, js, names)
+			if err != nil {
+				return failedErr(err)
+			}
+			c := &conn{nc: nc, js: js, store: store, names: names}
+			var applied []string
+			if workflowsDir != "" {
+				wfs, err := parseFiles([]string{workflowsDir})
+				if err != nil {
+					return err
+				}
+				for _, w := range wfs {
+					if _, _, err := store.ApplyWorkflow(ctx, w); err != nil {
+						return failedErr(err)
+					}
+					applied = append(applied, w.Name)
+				}
+				sort.Strings(applied)
+			}
+			natsFlag := ""
+			if port != devPort {
+				natsFlag = " --nats " + url
+			}
+			fmt.Fprintf(a.stdout, "NATS: %s\n", url)
+			fmt.Fprintf(a.stdout, "Data: %s\n", abs)
+			if len(applied) > 0 {
+				fmt.Fprintf(a.stdout, "Workflows: %v (from %s)\n", applied, workflowsDir)
+			}
+			example := "WORKFLOW"
+			if len(applied) > 0 {
+				example = applied[0]
+			}
+			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
+			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
+			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second})
+			fmt.Fprintln(a.stdout, "Stopped.")
+			if err != nil && !errors.Is(err, ctx.Err()) {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&dataDir, "data", ".jetflow", "JetStream data directory")
+	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory (default ./examples when present)")
+	f.IntVar(&port, "port", 0, "NATS port (default 4222, or a free one if 4222 is taken)")
+	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
+	return cmd
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc
+}
+
+func table(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+// readArg reads a JSON|@file|@- argument.
+func (a *app) readArg(flag, v string) ([]byte, error) {
+	switch {
+	case v == "@-":
+		b, err := io.ReadAll(io.LimitReader(a.stdin, 64<<20))
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("%s: read standard input: %w", flag, err))
+		}
+		return b, nil
+	case strings.HasPrefix(v, "@"):
+		b, err := os.ReadFile(v[1:])
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, usageErr(fmt.Errorf("%s: no file %s", flag, v[1:]))
+			}
+			return nil, usageErr(fmt.Errorf("%s: %w", flag, err))
+		}
+		return b, nil
+	}
+	return []byte(v), nil
+}
+
+// age formats how long ago t was, briefly.
+func age(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Since(t)
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh", int(d.Hours()))
+	}
+	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// since parses a --since duration into a time.
+func since(flag, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, usageErr(fmt.Errorf("%s %q: use a duration such as 1h or 30m", flag, v))
+	}
+	return time.Now().Add(-d), nil
+}
+
+func short(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/nodes"
+)
+
+func (a *app) workerCmd() *cobra.Command {
+	var (
+		types        string
+		concurrency  int
+		drainTimeout time.Duration
+		workflowsDir string
+	)
+	cmd := &cobra.Command{
+		Use:   "worker",
+		Short: "Run steps of the built-in node types until SIGTERM or SIGINT, then drain",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if concurrency < 1 {
+				return usageErr(errors.New("--concurrency must be at least 1"))
+			}
+			if drainTimeout < 0 {
+				return usageErr(errors.New("--drain-timeout must be positive"))
+			}
+			var typeList []string
+			if types != "" {
+				typeList = strings.Split(types, ",")
+			}
+			ctx := cmd.Context()
+			c, err := a.connect(ctx, "worker", true, true)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if workflowsDir != "" {
+				if err := a.applyDir(ctx, c, workflowsDir); err != nil {
+					return err
+				}
+			}
+			return a.runWorker(ctx, c, consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&types, "types", "", "node types to run, comma-separated (default: all built-in types)")
+	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
+	f.DurationVar(&drainTimeout, "drain-timeout", consumer.DefaultDrainTimeout, "on shutdown, how long running steps may finish")
+	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory at start")
+	return cmd
+}
+
+// runWorker runs a worker with the built-in node types until ctx ends.
+func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config) error {
+	cfg.Names = c.names
+	cfg.Logger = a.logger()
+	w, err := consumer.New(c.js, c.store, cfg)
+	if err != nil {
+		return usageErr(err)
+	}
+	nodes.Register(w)
+	if err := w.Run(ctx); err != nil {
+		return failedErr(err)
+	}
+	return nil
+}
+
+// applyDir applies every definition in dir.
+func (a *app) applyDir(ctx context.Context, c *conn, dir string) error {
+	files, err := definitionFiles(dir)
+	if err != nil {
+		return usageErr(fmt.Errorf("--workflows: %w", err))
+	}
+	if len(files) == 0 {
+		return nil
+	}
+	wfs, err := parseFiles(files)
+	if err != nil {
+		return err
+	}
+	for _, w := range wfs {
+		if _, _, err := c.store.ApplyWorkflow(ctx, w); err != nil {
+			return failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+		}
+		fmt.Fprintf(a.stderr, "workflow %s applied from %s\n", w.Name, dir)
+	}
+	return nil
+}

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+func (a *app) workflowsCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "workflows", Aliases: []string{"workflow", "wf"}, Short: "Manage the workflow registry"}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "apply FILE…",
+			Short: "Validate definitions and store them in the registry",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, files []string) error {
+				wfs, err := parseFiles(files)
+				if err != nil {
+					return err
+				}
+				c, err := a.connect(cmd.Context(), "workflows apply", false, true)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				for _, w := range wfs {
+					hash, changed, err := c.store.ApplyWorkflow(cmd.Context(), w)
+					if err != nil {
+						return failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+					}
+					what := "unchanged"
+					if changed {
+						what = "applied"
+					}
+					fmt.Fprintf(a.stdout, "%s %s (%d nodes, %s)\n", what, w.Name, len(w.Nodes), hash[:12])
+				}
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "validate FILE…",
+			Short: "Check definitions without storing them",
+			Args:  cobra.MinimumNArgs(1),
+			RunE: func(cmd *cobra.Command, files []string) error {
+				wfs, err := parseFiles(files)
+				if err != nil {
+					return err
+				}
+				for _, w := range wfs {
+					fmt.Fprintf(a.stdout, "workflow %s is valid (%d nodes)\n", w.Name, len(w.Nodes))
+				}
+				return nil
+			},
+		},
+		&cobra.Command{
+			Use:   "ls",
+			Short: "List registered workflows",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				c, err := a.connect(cmd.Context(), "workflows ls", false, true)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				refs, err := c.store.Workflows(cmd.Context())
+				if err != nil {
+					return failedErr(err)
+				}
+				if a.jsonOut {
+					if refs == nil {
+						refs = []*checkpoint.WorkflowRef{}
+					}
+					return a.printJSON(refs)
+				}
+				tw := table(a.stdout)
+				fmt.Fprintln(tw, "NAME\tHASH\tUPDATED")
+				for _, r := range refs {
+					fmt.Fprintf(tw, "%s\t%s\t%s ago\n", r.Name, r.Hash[:12], age(r.Updated))
+				}
+				return tw.Flush()
+			},
+		},
+		&cobra.Command{
+			Use:   "graph NAME",
+			Short: "Print a registered workflow as a Mermaid flowchart",
+			Args:  cobra.ExactArgs(1),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				c, err := a.connect(cmd.Context(), "workflows graph", false, true)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				ref, err := c.store.WorkflowRef(cmd.Context(), args[0])
+				if errors.Is(err, checkpoint.ErrNotFound) {
+					return usageErr(fmt.Errorf("unknown workflow %q: see `jetflow workflows ls`", args[0]))
+				} else if err != nil {
+					return failedErr(err)
+				}
+				w, err := c.store.Definition(cmd.Context(), ref.Hash)
+				if err != nil {
+					return failedErr(err)
+				}
+				fmt.Fprint(a.stdout, mermaid(w))
+				return nil
+			},
+		},
+	)
+	for _, sub := range cmd.Commands() {
+		if sub.Name() == "ls" {
+			sub.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+		}
+	}
+	return cmd
+}
+
+// parseFiles reads and validates definition files (directories: their *.yaml, *.yml and
+// *.json files).
+func parseFiles(paths []string) ([]*workflow.Workflow, error) {
+	var files []string
+	for _, p := range paths {
+		fi, err := os.Stat(p)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("%s: no such file", p))
+		}
+		if fi.IsDir() {
+			fs, err := definitionFiles(p)
+			if err != nil {
+				return nil, usageErr(err)
+			}
+			files = append(files, fs...)
+			continue
+		}
+		files = append(files, p)
+	}
+	var out []*workflow.Workflow
+	seen := map[string]string{}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, usageErr(fmt.Errorf("%s: %w", f, err))
+		}
+		w, err := workflow.Parse(f, b, workflow.ValidateOptions{})
+		if err != nil {
+			return nil, usageErr(err)
+		}
+		if other, dup := seen[w.Name]; dup {
+			return nil, usageErr(fmt.Errorf("%s: workflow %s is also defined in %s", f, w.Name, other))
+		}
+		seen[w.Name] = f
+		out = append(out, w)
+	}
+	return out, nil
+}
+
+// definitionFiles lists the definition files of a directory, sorted.
+func definitionFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range entries {
+		ext := strings.ToLower(filepath.Ext(e.Name()))
+		if !e.IsDir() && (ext == ".yaml" || ext == ".yml" || ext == ".json") {
+			out = append(out, filepath.Join(dir, e.Name()))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// mermaid draws w as a Mermaid flowchart.
+func mermaid(w *workflow.Workflow) string {
+	var b strings.Builder
+	b.WriteString("flowchart TD\n")
+	for _, n := range w.Nodes {
+		fmt.Fprintf(&b, "  %s[\"%s<br/><small>%s</small>\"]\n", n.Name, n.Name, n.Type)
+	}
+	for _, n := range w.Nodes {
+		for _, p := range n.Needs {
+			fmt.Fprintf(&b, "  %s --> %s\n", p, n.Name)
+		}
+	}
+	return b.String()
+}
