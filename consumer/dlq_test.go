@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 )
@@ -22,3 +24,19 @@ func (f *fixture) dlq(n int) []*dlq.Entry {
 	}
 	return entries
 }
+
+// pending returns the steps of a type's consumer not yet acknowledged or delivered.
+func (f *fixture) pending(typ string) uint64 {
+	f.t.Helper()
+	c, err := f.js.Consumer(context.Background(), f.names.StepsStream(), f.names.Consumer(typ))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := c.Info(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.NumPending + uint64(info.NumAckPending)
+}
+
+func jetstreamMsgID(id string) jetstream.PublishOpt { return jetstream.WithMsgID(id) }

@@ -83,6 +83,22 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 	}
 	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node,
 		log: w.log.With("run_id", env.RunID, "workflow", env.Workflow, "node", env.Node)}
+	key := workflow.IdempotencyKey(env.RunID, env.Node)
+	if cur, ok := w.claim(key, inflight{seq: meta.Sequence.Stream, dispatch: env.Dispatch}); !ok {
+		switch {
+		case cur.seq == meta.Sequence.Stream:
+			// The same message again while this worker still works on it: that delivery
+			// will ack, nak or term it.
+		case cur.dispatch == env.Dispatch:
+			// A second copy of a step in flight here: the live copy finishes the step.
+			s.log.Debug("duplicate of a step in flight acknowledged", "dispatch", env.Dispatch)
+			_ = msg.Ack()
+		default:
+			_ = msg.NakWithDelay(time.Second)
+		}
+		return
+	}
+	defer w.unclaim(key)
 	if err := s.run(ctx); err != nil {
 		if errors.Is(err, errDead) {
 			return

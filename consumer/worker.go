@@ -108,6 +108,7 @@ type Worker struct {
 	mu       sync.Mutex
 	handlers map[string]HandlerFunc
 	running  map[string]map[*runningStep]struct{} // by run ID, for cancels
+	inflight map[string]inflight                  // by idempotency key: steps this worker is processing
 	cancels  map[string]bool                      // cancelled runs seen by the watch
 
 	dead     chan struct{} // closed when a test hook stopped the worker dead
@@ -133,6 +134,7 @@ func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) (*Worker, 
 		log:      cfg.Logger,
 		handlers: map[string]HandlerFunc{},
 		running:  map[string]map[*runningStep]struct{}{},
+		inflight: map[string]inflight{},
 		cancels:  map[string]bool{},
 		dead:     make(chan struct{}),
 	}, nil
@@ -396,6 +398,31 @@ func (w *Worker) track(run string, cancel context.CancelCauseFunc) func() {
 		}
 		w.mu.Unlock()
 	}
+}
+
+// inflight is a step this worker is processing: which message and which dispatch.
+type inflight struct {
+	seq      uint64
+	dispatch string
+}
+
+// claim marks a step in flight in this worker. When the same step (same dispatch) is already
+// in flight here, it returns that one: a second copy of a step must not run its handler twice
+// at once.
+func (w *Worker) claim(key string, f inflight) (inflight, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if cur, busy := w.inflight[key]; busy {
+		return cur, false
+	}
+	w.inflight[key] = f
+	return f, true
+}
+
+func (w *Worker) unclaim(key string) {
+	w.mu.Lock()
+	delete(w.inflight, key)
+	w.mu.Unlock()
 }
 
 // at is called at a crash point; it reports whether a test stopped the worker dead there.
