@@ -44,6 +44,14 @@ type stepRun struct {
 	log  *slog.Logger
 }
 
+// logger returns the step's logger, made on first use (the happy path logs nothing).
+func (s *stepRun) logger() *slog.Logger {
+	if s.log == nil {
+		s.log = s.w.log.With("run_id", s.env.RunID, "workflow", s.env.Workflow, "node", s.env.Node)
+	}
+	return s.log
+}
+
 // process runs the state machine for one delivered message. It never panics and always
 // leaves the message acked, termed, nak'd or (only after a crash or an ignored timeout) to
 // its ack wait.
@@ -81,8 +89,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: node %s is of type %s, delivered as %s", env.Node, node.Type, ts.typ))
 		return
 	}
-	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node,
-		log: w.log.With("run_id", env.RunID, "workflow", env.Workflow, "node", env.Node)}
+	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node}
 	key := workflow.IdempotencyKey(env.RunID, env.Node)
 	if cur, ok := w.claim(key, inflight{seq: meta.Sequence.Stream, dispatch: env.Dispatch}); !ok {
 		switch {
@@ -91,7 +98,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 			// will ack, nak or term it.
 		case cur.dispatch == env.Dispatch:
 			// A second copy of a step in flight here: the live copy finishes the step.
-			s.log.Debug("duplicate of a step in flight acknowledged", "dispatch", env.Dispatch)
+			s.logger().Debug("duplicate of a step in flight acknowledged", "dispatch", env.Dispatch)
 			_ = msg.Ack()
 		default:
 			_ = msg.NakWithDelay(time.Second)
@@ -103,7 +110,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 		if errors.Is(err, errDead) {
 			return
 		}
-		s.log.Warn("step not finished; it will be delivered again", "err", err)
+		s.logger().Warn("step not finished; it will be delivered again", "err", err)
 		_ = msg.NakWithDelay(time.Second)
 	}
 }
@@ -205,7 +212,7 @@ func (s *stepRun) run(ctx context.Context) error {
 
 	out, herr, abandoned := s.invoke(ctx, step)
 	if abandoned {
-		s.log.Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
+		s.logger().Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
 		return errDead // nothing more to write or ack: the ack wait redelivers it
 	}
 	if herr != nil && ctx.Err() != nil {
@@ -282,7 +289,7 @@ func (s *stepRun) stale(ctx context.Context, st *checkpoint.Node) error {
 			}
 		}
 	}
-	s.log.Debug("stale step message acknowledged", "dispatch", s.env.Dispatch, "want", dispatchOf(st))
+	s.logger().Debug("stale step message acknowledged", "dispatch", s.env.Dispatch, "want", dispatchOf(st))
 	return s.msg.Ack()
 }
 
@@ -307,7 +314,7 @@ func (s *stepRun) invoke(ctx context.Context, step *Step) ([]byte, error, bool) 
 		defer func() {
 			if r := recover(); r != nil {
 				stack := string(debug.Stack())
-				s.log.Error("handler panicked", "panic", r, "stack", stack)
+				s.logger().Error("handler panicked", "panic", r, "stack", stack)
 				done <- result{err: fmt.Errorf("handler panicked: %v", r)}
 			}
 		}()
@@ -428,7 +435,7 @@ func (s *stepRun) failed(ctx context.Context, next checkpoint.Node, rev uint64, 
 		wait = after
 	}
 	next.Attempts, next.LastError = attempt, msg
-	s.log.Info("attempt failed; will retry", "attempt", attempt, "wait", wait, "err", workflow.OneLine(msg, 300))
+	s.logger().Info("attempt failed; will retry", "attempt", attempt, "wait", wait, "err", workflow.OneLine(msg, 300))
 	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
 }
 
@@ -486,7 +493,7 @@ func (s *stepRun) deadLetter(ctx context.Context, st *checkpoint.Node, rev uint6
 	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
 		return err
 	}
-	s.log.Warn("step moved to the DLQ", "attempt", attempts, "reason", reason, "dlq_id", seq, "err", workflow.OneLine(errText, 300))
+	s.logger().Warn("step moved to the DLQ", "attempt", attempts, "reason", reason, "dlq_id", seq, "err", workflow.OneLine(errText, 300))
 	if s.w.at(pointDeadWritten) {
 		return errDead
 	}

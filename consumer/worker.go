@@ -265,22 +265,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// pull fetches steps of one type, never more than the free slots, and runs each in its own
-// goroutine. Several pull requests may be open at once, each holding the slots it asked for.
+// pull streams steps of one type with a prefetch of the worker's concurrency (never the
+// client's default of 500, which would start 500 ack-wait clocks at once), and runs each in
+// its own goroutine once a slot is free.
 func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync.WaitGroup) {
 	backoff := 100 * time.Millisecond
-	for {
-		n := acquire(fetchCtx, ts.slots)
-		if n == 0 {
-			return
-		}
-		batch, err := ts.cons.Fetch(n, jetstream.FetchMaxWait(w.cfg.PollWait))
+	for fetchCtx.Err() == nil {
+		it, err := ts.cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency), jetstream.PullExpiry(max(w.cfg.PollWait, time.Second)))
 		if err != nil {
-			release(ts.slots, n)
-			if fetchCtx.Err() != nil {
-				return
-			}
-			w.log.Warn("fetch failed", "type", ts.typ, "err", err)
+			w.log.Warn("pull failed", "type", ts.typ, "err", err)
 			select {
 			case <-fetchCtx.Done():
 				return
@@ -290,30 +283,58 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		wg.Add(1)
+		stopped := make(chan struct{})
 		go func() {
-			defer wg.Done()
-			got := 0
-			for msg := range batch.Messages() {
-				got++
-				if fetchCtx.Err() != nil {
-					// Shutting down: hand the step back at once, unstarted.
-					_ = msg.Nak()
-					release(ts.slots, 1)
-					continue
-				}
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					defer release(ts.slots, 1)
-					w.process(workCtx, ts, msg)
-				}()
-			}
-			release(ts.slots, n-got)
-			if err := batch.Error(); err != nil && fetchCtx.Err() == nil && !errors.Is(err, jetstream.ErrNoMessages) {
-				w.log.Debug("pull ended", "type", ts.typ, "err", err)
+			select {
+			case <-fetchCtx.Done():
+				it.Drain() // buffered steps stay readable below, and are handed back
+			case <-stopped:
 			}
 		}()
+		for {
+			if acquire1(fetchCtx, ts.slots) == 0 {
+				// Shutting down: hand every buffered step back at once, unstarted.
+				for {
+					msg, err := it.Next()
+					if err != nil {
+						break
+					}
+					_ = msg.Nak()
+				}
+				close(stopped)
+				return
+			}
+			msg, err := it.Next()
+			if err != nil {
+				release(ts.slots, 1)
+				if fetchCtx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+					w.log.Warn("pull interrupted", "type", ts.typ, "err", err)
+				}
+				break
+			}
+			if fetchCtx.Err() != nil {
+				_ = msg.Nak()
+				release(ts.slots, 1)
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer release(ts.slots, 1)
+				w.process(workCtx, ts, msg)
+			}()
+		}
+		close(stopped)
+		it.Stop()
+	}
+}
+
+func acquire1(ctx context.Context, slots chan struct{}) int {
+	select {
+	case <-ctx.Done():
+		return 0
+	case <-slots:
+		return 1
 	}
 }
 

@@ -1,7 +1,6 @@
 package workflow
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -88,12 +87,8 @@ func (e *Envelope) Encode() ([]byte, error) {
 // says what was wrong in one line.
 func DecodeEnvelope(b []byte) (*Envelope, error) {
 	var e Envelope
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(&e); err != nil {
+	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("%w: body is not a JSON envelope: %s", ErrMalformed, oneLine(err.Error(), 200))
-	}
-	if dec.More() {
-		return nil, fmt.Errorf("%w: trailing data after the envelope", ErrMalformed)
 	}
 	switch {
 	case e.V != EnvelopeVersion:

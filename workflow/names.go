@@ -11,16 +11,29 @@ const DefaultPrefix = "jetflow"
 
 var (
 	prefixRe = regexp.MustCompile(`^[a-z0-9_-]+$`)
-	tokenRe  = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-	runIDRe  = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 )
 
 // ValidName reports whether s may be a workflow, node or node-type name: one subject token of
-// letters, digits, '_' and '-'.
-func ValidName(s string) bool { return len(s) <= 128 && tokenRe.MatchString(s) }
+// 1 to 128 letters, digits, '_' and '-'.
+func ValidName(s string) bool { return len(s) <= 128 && validToken(s) }
 
 // ValidRunID reports whether s may be a run ID: 1 to 64 letters, digits, '_' or '-'.
-func ValidRunID(s string) bool { return runIDRe.MatchString(s) }
+func ValidRunID(s string) bool { return len(s) <= 64 && validToken(s) }
+
+// validToken reports whether s is non-empty and only [A-Za-z0-9_-] (the hot path of every
+// step decode, so no regexp).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Names spells every stream, subject, consumer and bucket name of one installation. The zero
 // value is not usable; build one with NewNames.

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"regexp"
 	"slices"
 	"time"
 )
@@ -198,9 +197,18 @@ func (w *Workflow) Hash() (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-var hashRe = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
-func validHash(s string) bool { return hashRe.MatchString(s) }
+// validHash reports whether s is 64 lower-case hex digits.
+func validHash(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // Policy is a node's retry policy with every default filled in.
 type Policy struct {

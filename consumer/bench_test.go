@@ -1,0 +1,156 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Benchmark sizes from the issue: 2,000 runs of a linear 5-node noop workflow, 64 in flight.
+const (
+	benchRuns     = 2000
+	benchSteps    = 5
+	benchInFlight = 64
+)
+
+// BenchmarkEngine measures jetflow's step throughput; BenchmarkBaseline does only the
+// unavoidable JetStream work per step by hand (consume, KV get, KV create, publish the next
+// step with Nats-Msg-Id, ack; the last step creates the run's end record instead) on the same
+// server, so the two figures compare directly.
+// Run: go test ./consumer -run '^$' -bench . -benchtime 1x
+func BenchmarkEngine(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		f := setupB(b)
+		wf := workflow.New("bench")
+		prev := []string{}
+		for i := range benchSteps {
+			wf.Node(fmt.Sprintf("s%d", i), "noop", prev...)
+			prev = []string{fmt.Sprintf("s%d", i)}
+		}
+		if _, _, err := f.store.ApplyWorkflow(context.Background(), wf); err != nil {
+			b.Fatal(err)
+		}
+		for i := range benchRuns {
+			if _, err := f.prod.Start(context.Background(), "bench", []byte(fmt.Sprintf(`{"i":%d}`, i)), startOpts()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ends := f.countEnds(b)
+		b.StartTimer()
+		start := time.Now()
+		stop := f.benchWorker(b)
+		waitCount(b, ends, benchRuns)
+		elapsed := time.Since(start)
+		b.StopTimer()
+		stop()
+		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
+	}
+}
+
+func BenchmarkBaseline(b *testing.B) {
+	for range b.N {
+		b.StopTimer()
+		srv := natstest.Start(b)
+		_, js := srv.Connect(b)
+		ctx := context.Background()
+		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BASE", Subjects: []string{"base.>"},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
+			b.Fatal(err)
+		}
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "base_kv", Storage: jetstream.FileStorage})
+		if err != nil {
+			b.Fatal(err)
+		}
+		st, _ := js.Stream(ctx, "KV_base_kv")
+		cfg := st.CachedInfo().Config
+		cfg.AllowDirect = false // as jetflow's runs bucket: reads go to the leader
+		if _, err := js.UpdateStream(ctx, cfg); err != nil {
+			b.Fatal(err)
+		}
+		cons, err := js.CreateConsumer(ctx, "BASE", jetstream.ConsumerConfig{Durable: "base", AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, MaxDeliver: 20, MaxAckPending: 1000, FilterSubject: "base.step.>"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range benchRuns {
+			if _, err := js.Publish(ctx, fmt.Sprintf("base.step.r%d.0", i), []byte(`{"v":1}`), jetstream.WithMsgID(fmt.Sprintf("r%d.0", i))); err != nil {
+				b.Fatal(err)
+			}
+		}
+		nc2, _ := nats.Connect(srv.ClientURL())
+		js2, _ := jetstream.New(nc2)
+		kv2, _ := js2.KeyValue(ctx, "base_kv")
+		cons2, _ := js2.Consumer(ctx, "BASE", "base")
+		_ = cons
+		var done atomic.Int64
+		finished := make(chan struct{})
+		sem := make(chan struct{}, benchInFlight)
+		b.StartTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		cc, err := cons2.Consume(func(m jetstream.Msg) {
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				parts := strings.Split(m.Subject(), ".") // base.step.<run>.<i>
+				run, i := parts[2], parts[3]
+				key := "node." + run + "." + i
+				if _, err := kv2.Get(ctx, key); err == nil {
+					_ = m.Ack()
+					return
+				}
+				if _, err := kv2.Create(ctx, key, []byte(`{"status":"done","output":null}`)); err != nil {
+					_ = m.Nak()
+					return
+				}
+				var n int
+				fmt.Sscan(i, &n)
+				if n+1 < benchSteps {
+					subj := fmt.Sprintf("base.step.%s.%d", run, n+1)
+					if _, err := js2.Publish(ctx, subj, []byte(`{"v":1}`), jetstream.WithMsgID(fmt.Sprintf("%s.%d", run, n+1))); err != nil {
+						_ = m.Nak()
+						return
+					}
+				} else {
+					// The last step's "next" is the run's end record, as in jetflow.
+					if _, err := kv2.Create(ctx, "end."+run, []byte(`{"status":"completed"}`)); err != nil {
+						_ = m.Nak()
+						return
+					}
+					if done.Add(1) == benchRuns {
+						close(finished)
+					}
+				}
+				_ = m.Ack()
+			}()
+		}, jetstream.PullMaxMessages(benchInFlight))
+		if err != nil {
+			b.Fatal(err)
+		}
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Minute):
+			b.Fatal("baseline did not finish")
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		cc.Stop()
+		wg.Wait()
+		nc2.Close()
+		_ = kv
+		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
+	}
+}
