@@ -25,7 +25,7 @@ type RunView struct {
 	Status    string               `json:"status"`
 	CreatedAt time.Time            `json:"created_at"`
 	EndedAt   *time.Time           `json:"ended_at"`
-	Reason    string               `json:"reason,omitempty"`
+	Reason    string               `json:"reason"`
 	Nodes     map[string]*NodeView `json:"nodes"`
 	// Order lists the node names in definition order (not in the JSON).
 	Order []string `json:"-"`
@@ -35,8 +35,8 @@ type RunView struct {
 type NodeView struct {
 	Status    string          `json:"status"`
 	Attempts  int             `json:"attempts"`
-	Output    json.RawMessage `json:"output,omitempty"`
-	Error     string          `json:"error,omitempty"`
+	Output    json.RawMessage `json:"output"`
+	Error     string          `json:"error"`
 	StartedAt *time.Time      `json:"started_at"`
 	EndedAt   *time.Time      `json:"ended_at"`
 	NotBefore *time.Time      `json:"not_before,omitempty"`

@@ -66,7 +66,9 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	var argv []string
 	switch c := s.With["command"].(type) {
 	case string:
-		argv = []string{"/bin/sh", "-c", c}
+		if strings.TrimSpace(c) != "" {
+			argv = []string{"/bin/sh", "-c", c}
+		}
 	case []any:
 		for _, a := range c {
 			argv = append(argv, fmt.Sprint(a))
@@ -76,13 +78,23 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 		return nil, consumer.Permanent(errors.New("exec: with.command is missing or empty"))
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group, so a timeout stops the program's children too; and killed if the
+	// worker dies (Linux), so a crashed worker leaves no handler running beside the retry.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
 		// Stop the whole process group: a shell's children too.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = killTimeout
-	if dir, ok := s.With["dir"].(string); ok {
+	if dir, ok := s.With["dir"].(string); ok && dir != "" {
+		// Check here: a failed chdir in the child reads as "fork/exec /bin/sh: no such file
+		// or directory", which names the program, not the directory.
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			if err == nil {
+				err = errors.New("not a directory")
+			}
+			return nil, consumer.Permanent(fmt.Errorf("exec: with.dir %q cannot be used: %w", dir, err))
+		}
 		cmd.Dir = dir
 	}
 	env := os.Environ()
@@ -170,21 +182,26 @@ func permanentCodes(v any) []int {
 	return out
 }
 
-// limitedBuffer keeps at most max bytes and notes whether more came.
+// limitedBuffer keeps at most max bytes and notes whether more came. It does not embed
+// bytes.Buffer: the promoted ReadFrom would let io.Copy (which os/exec uses to drain the
+// pipe) bypass Write and the limit.
 type limitedBuffer struct {
-	bytes.Buffer
+	buf  bytes.Buffer
 	max  int
 	over bool
 }
 
 func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); len(p) > room {
+	if room := b.max - b.buf.Len(); len(p) > room {
 		b.over = true
-		b.Buffer.Write(p[:max(room, 0)])
+		b.buf.Write(p[:max(room, 0)])
 		return len(p), nil
 	}
-	return b.Buffer.Write(p)
+	return b.buf.Write(p)
 }
+
+// Bytes returns what was kept.
+func (b *limitedBuffer) Bytes() []byte { return b.buf.Bytes() }
 
 // tailBuffer keeps the last stderrTail bytes written.
 type tailBuffer struct{ b []byte }

@@ -9,7 +9,7 @@ import (
 )
 
 func (a *app) dlqCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "dlq", Short: "Inspect the dead-letter queue"}
+	cmd := &cobra.Command{Use: "dlq", Short: "Inspect the dead-letter queue", Args: cobra.NoArgs, RunE: groupHelp}
 	var f dlq.Filter
 	var sinceFlag string
 	ls := &cobra.Command{

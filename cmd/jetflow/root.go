@@ -45,7 +45,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) && isCobraUsage(err) {
-			return usageErr(fmt.Errorf("%s (see `jetflow --help`)", err))
+			return usageErr(fmt.Errorf("%s (see `jetflow --help`)", strings.Join(strings.Fields(err.Error()), " ")))
 		}
 	}
 	return err

@@ -11,7 +11,7 @@ import (
 )
 
 func (a *app) runsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "runs", Aliases: []string{"run"}, Short: "Inspect runs"}
+	cmd := &cobra.Command{Use: "runs", Aliases: []string{"run"}, Short: "Inspect runs", Args: cobra.NoArgs, RunE: groupHelp}
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a run and each node's state",

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 func jsonEncoder(w io.Writer) *json.Encoder {
@@ -76,3 +78,7 @@ func short(s string, n int) string {
 	}
 	return s[:n-1] + "…"
 }
+
+// groupHelp is the RunE of a command group: bare, it shows help; with an unknown subcommand,
+// cobra.NoArgs turns it into a usage error (exit 2) instead of help and exit 0.
+func groupHelp(cmd *cobra.Command, _ []string) error { return cmd.Help() }

@@ -15,7 +15,7 @@ import (
 )
 
 func (a *app) workflowsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "workflows", Aliases: []string{"workflow", "wf"}, Short: "Manage the workflow registry"}
+	cmd := &cobra.Command{Use: "workflows", Aliases: []string{"workflow", "wf"}, Short: "Manage the workflow registry", Args: cobra.NoArgs, RunE: groupHelp}
 	cmd.AddCommand(
 		&cobra.Command{
 			Use:   "apply FILE…",

@@ -1,0 +1,30 @@
+# jetflow — common tasks. `make help` lists them.
+GO ?= go
+
+.PHONY: help test race lint bench chaos build dev
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build the jetflow binary into ./bin
+	$(GO) build -o bin/jetflow ./cmd/jetflow
+
+dev: ## run jetflow dev (embedded NATS, examples, a worker)
+	$(GO) run ./cmd/jetflow dev
+
+test: ## the test suite (as CI runs it)
+	$(GO) test -race ./...
+
+race: test ## alias of test: the suite always runs with the race detector
+
+lint: ## gofmt, go vet, and golangci-lint when installed
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+	@command -v golangci-lint >/dev/null && golangci-lint run || echo "golangci-lint not installed: skipped"
+
+bench: ## engine vs hand-written JetStream pipeline (steps/s)
+	$(GO) test ./consumer -run '^$$' -bench . -benchtime 1x -count 5
+
+chaos: ## the long suite (fuzzing for 30 s a target)
+	$(GO) test ./workflow -run '^$$' -fuzz FuzzDecodeEnvelope -fuzztime 30s
+	$(GO) test ./workflow -run '^$$' -fuzz FuzzParse -fuzztime 30s
