@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -212,5 +213,65 @@ func TestTimeoutIsRetried(t *testing.T) {
 	}
 	if st := f.node(id, "a"); st.Attempts != 2 || !sawDeadline.Load() {
 		t.Fatalf("attempts %d (want 2), deadline seen %v", st.Attempts, sawDeadline.Load())
+	}
+}
+
+func TestPanicIsRetriedWithItsText(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "shaky")
+	wf := workflow.New("panics")
+	wf.Node("a", "shaky").WithRetry(workflow.Retry{MaxAttempts: 2, Initial: workflow.Duration(time.Millisecond), Max: workflow.Duration(time.Millisecond)})
+	f.apply(wf)
+	f.worker(Config{}, func(w *Worker) {
+		w.Handle("shaky", func(ctx context.Context, s *Step) (any, error) {
+			panic(fmt.Sprintf("nil map in attempt %d", s.Attempt))
+		})
+	})
+	id := f.start("panics", `{}`)
+	if end := f.waitEnd(id, 20*time.Second); end.Status != checkpoint.EndFailed {
+		t.Fatalf("run ended %s", end.Status)
+	}
+	st := f.node(id, "a")
+	if st.Attempts != 2 || st.LastError != "handler panicked: nil map in attempt 2" {
+		t.Fatalf("node a: attempts %d, last error %q", st.Attempts, st.LastError)
+	}
+}
+
+// TestLongSleepParksInASchedule checks that a wait over AckWait/2 holds no ack-pending slot:
+// the step is parked in a message schedule (dispatch s1) and woken by the server.
+func TestLongSleepParksInASchedule(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	wf := workflow.New("nap")
+	wf.Node("wait", "sleep").WithArgs(map[string]any{"duration": "1500ms"}) // testAckWait/2 is 1 s
+	wf.Node("after", "noop", "wait")
+	f.apply(wf)
+	f.worker(Config{}, func(w *Worker) {
+		w.Handle("sleep", func(ctx context.Context, s *Step) (any, error) {
+			if s.NotBefore.IsZero() {
+				return nil, Park(time.Now().Add(1500 * time.Millisecond))
+			}
+			if time.Now().Before(s.NotBefore) {
+				return nil, Park(s.NotBefore)
+			}
+			return "slept", nil
+		})
+		w.Handle("noop", func(context.Context, *Step) (any, error) { return nil, nil })
+	})
+	id := f.start("nap", `{}`)
+	var parked *checkpoint.Node
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		parked = f.node(id, "wait")
+		return parked != nil && parked.Status == checkpoint.StatusRetrying
+	}, "the sleep never parked")
+	if parked.Dispatch != "s1" || parked.Attempts != 0 || parked.NotBefore.IsZero() {
+		t.Fatalf("parked state %+v: want dispatch s1, no attempt spent, a not_before", parked)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return f.pending("sleep") == 0 }, "the parked step still holds a slot")
+	if end := f.waitEnd(id, 20*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s", end.Status)
+	}
+	if st := f.node(id, "wait"); st.Attempts != 1 || string(st.Output) != `"slept"` {
+		t.Fatalf("after waking: %+v", st)
 	}
 }
