@@ -40,3 +40,7 @@ func (f *fixture) pending(typ string) uint64 {
 }
 
 func jetstreamMsgID(id string) jetstream.PublishOpt { return jetstream.WithMsgID(id) }
+
+func listDLQ(f *fixture) ([]*dlq.Entry, error) {
+	return dlq.List(context.Background(), f.js, f.names, dlq.Filter{})
+}

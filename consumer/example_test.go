@@ -66,6 +66,7 @@ func Example() {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error)
 	go func() { done <- w.Run(wctx) }()
+	defer func() { stop(); <-done }()
 
 	p := producer.New(js, store, producer.Config{Names: names})
 	id, _ := p.Start(ctx, "hello", []byte(`{"name": "ada"}`), producer.StartOptions{ID: "run-1"})
@@ -78,7 +79,5 @@ func Example() {
 	}
 	view, _ := store.Describe(ctx, id)
 	fmt.Println(id, end.Status, string(view.Nodes["shout"].Output))
-	stop()
-	<-done
 	// Output: run-1 completed "hello, ada!"
 }

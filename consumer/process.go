@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/producer"
@@ -42,6 +43,7 @@ type stepRun struct {
 	def  *workflow.Workflow
 	node *workflow.Node
 	log  *slog.Logger
+	with map[string]any // the node's settings with expressions expanded
 }
 
 // logger returns the step's logger, made on first use (the happy path logs nothing).
@@ -138,8 +140,13 @@ func (s *stepRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wroteRunning := false
-	var before *checkpoint.Node // the state before this delivery marked it running
+	wroteRunning, gated := false, false
+	var (
+		before *checkpoint.Node // the state before this delivery marked it running
+		with   map[string]any
+		ticket *breaker.Ticket
+		bs     breaker.Settings
+	)
 	for try := 0; ; try++ {
 		if try == checkpoint.MaxCASRetries {
 			return fmt.Errorf("%w: node state kept changing", checkpoint.ErrConflict)
@@ -157,6 +164,22 @@ func (s *stepRun) run(ctx context.Context) error {
 		}
 		if want := dispatchOf(st); s.env.Dispatch != want {
 			return s.stale(ctx, st)
+		}
+		if !gated {
+			gated = true
+			if with, err = s.expandWith(inputOf(s.env, st)); err != nil {
+				return s.deadLetter(ctx, st, rev, attemptsOf(st), "permanent error", err.Error())
+			}
+			var handled bool
+			if ticket, handled, err = s.gate(ctx, st, rev, with); handled || err != nil {
+				return err
+			}
+			bs, _ = s.breakerSettings(with)
+			defer func() {
+				if ticket != nil { // not reported: the handler never ran
+					ticket.Done(ctx, breaker.ErrExcluded)
+				}
+			}()
 		}
 		n := s.meta.NumDelivered
 		if st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n {
@@ -194,23 +217,22 @@ func (s *stepRun) run(ctx context.Context) error {
 		break
 	}
 
-	attempt := 1
-	input := s.env.Input
+	attempt := attemptsOf(st) + 1
 	step := &Step{
 		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
-		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: s.node.With,
+		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: with,
+		Attempt: attempt, Input: inputOf(s.env, st),
 	}
 	if st != nil {
-		attempt = st.Attempts + 1
 		step.NotBefore = st.NotBefore
-		if len(st.Input) > 0 {
-			input = st.Input
-		}
 	}
-	step.Attempt, step.Input = attempt, input
 	startedAt := time.Now().UTC()
 
-	out, herr, abandoned := s.invoke(ctx, step)
+	out, herr, abandoned := s.invokeWith(ctx, s.ts.handler, step)
+	if !abandoned {
+		s.reportBreaker(ctx, ticket, bs, herr)
+		ticket = nil
+	}
 	if abandoned {
 		s.logger().Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
 		return errDead // nothing more to write or ack: the ack wait redelivers it
@@ -230,7 +252,23 @@ func (s *stepRun) run(ctx context.Context) error {
 	if herr != nil && errors.Is(herr, ErrRunCancelled) || s.w.cancelled(s.env.RunID) && herr != nil {
 		return s.msg.Ack()
 	}
-	return s.record(ctx, st, rev, attempt, startedAt, out, herr)
+	return s.recordWith(ctx, st, rev, attempt, startedAt, out, herr, with)
+}
+
+// attemptsOf is the number of attempts a node state has used.
+func attemptsOf(st *checkpoint.Node) int {
+	if st == nil {
+		return 0
+	}
+	return st.Attempts
+}
+
+// inputOf is the input the node receives: an operator's edit, or the envelope's.
+func inputOf(env *workflow.Envelope, st *checkpoint.Node) json.RawMessage {
+	if st != nil && len(st.Input) > 0 {
+		return st.Input
+	}
+	return env.Input
 }
 
 func cmpOr(a, b string) string {
@@ -298,9 +336,9 @@ type result struct {
 	err error
 }
 
-// invoke runs the handler with the node's timeout, sending heartbeats while it runs. It
+// invokeWith runs handler with the node's timeout, sending heartbeats while it runs. It
 // reports abandoned when the handler outlived its timeout by HeartbeatGrace.
-func (s *stepRun) invoke(ctx context.Context, step *Step) ([]byte, error, bool) {
+func (s *stepRun) invokeWith(ctx context.Context, handler HandlerFunc, step *Step) ([]byte, error, bool) {
 	timeout := s.node.TimeoutOrDefault()
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -318,7 +356,7 @@ func (s *stepRun) invoke(ctx context.Context, step *Step) ([]byte, error, bool) 
 				done <- result{err: fmt.Errorf("handler panicked: %v", r)}
 			}
 		}()
-		v, err := s.ts.handler(tctx, step)
+		v, err := handler(tctx, step)
 		if err != nil {
 			if tctx.Err() == context.DeadlineExceeded && hctx.Err() == nil {
 				err = fmt.Errorf("timed out after %s: %w", timeout, err)
@@ -366,8 +404,15 @@ func marshalOutput(v any) ([]byte, error) {
 	return b, nil
 }
 
+// recordWith is record for the node's own handler: attempts used up, it tries the fallbacks.
+func (s *stepRun) recordWith(ctx context.Context, st *checkpoint.Node, rev uint64, attempt int, startedAt time.Time, out []byte, herr error, with map[string]any) error {
+	s.with = with
+	return s.record(ctx, st, rev, attempt, startedAt, out, herr, false)
+}
+
 // record writes the attempt's outcome (step 5) and acts on it, retrying on CAS conflicts.
-func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, attempt int, startedAt time.Time, out []byte, herr error) error {
+// fallback marks a result that came from a fallback type.
+func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, attempt int, startedAt time.Time, out []byte, herr error, fallback bool) error {
 	if herr == nil && len(out) > s.w.cfg.MaxOutputBytes {
 		herr = Permanent(fmt.Errorf("output is %d bytes, over the %d-byte limit", len(out), s.w.cfg.MaxOutputBytes))
 	}
@@ -388,6 +433,7 @@ func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, a
 		base.Worker, base.StartedAt, base.Delivery = s.w.cfg.ID, startedAt, 0
 		var err error
 		if herr == nil {
+			base.Fallback = fallback
 			err = s.done(ctx, base, rev, attempt, out)
 		} else {
 			err = s.failed(ctx, base, rev, attempt, herr)
@@ -428,7 +474,17 @@ func (s *stepRun) failed(ctx context.Context, next checkpoint.Node, rev uint64, 
 	}
 	policy := s.node.RetryPolicy()
 	if attempt >= policy.MaxAttempts {
-		return s.deadLetter(ctx, &next, rev, attempt, fmt.Sprintf("attempts exhausted (%d of %d)", attempt, policy.MaxAttempts), msg)
+		reason := fmt.Sprintf("attempts exhausted (%d of %d)", attempt, policy.MaxAttempts)
+		if len(s.node.Fallback) > 0 {
+			st := next
+			st.Attempts = attempt - 1 // the fallback result records the attempt it replaces
+			done, err := s.fallback(ctx, &st, rev, s.with, reason)
+			if done || err != nil {
+				return err
+			}
+			reason += "; every fallback failed"
+		}
+		return s.deadLetter(ctx, &next, rev, attempt, reason, msg)
 	}
 	wait := policy.Backoff(attempt)
 	if kind == outcomeRetryAfter {

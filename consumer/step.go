@@ -29,6 +29,9 @@ type Step struct {
 	With map[string]any
 	// NotBefore is when the step was parked to wake (Park, sleep nodes); zero otherwise.
 	NotBefore time.Time
+	// Fallback, when set, says why this handler runs as a fallback of the node's own type
+	// ("breaker … is open", "attempts exhausted …").
+	Fallback string
 }
 
 // Bind decodes the step's input into v.

@@ -13,10 +13,12 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/producer"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
@@ -54,6 +56,11 @@ type Config struct {
 	PollWait time.Duration
 	// Logger receives the worker's logs (default: discard).
 	Logger *slog.Logger
+	// AllowEnv names the environment variables ${{ env.NAME }} expressions may read (default
+	// none): secrets for headers, say. Nothing else of the environment is visible.
+	AllowEnv []string
+	// Version is reported in the worker's presence record.
+	Version string
 
 	// hook, in tests, is called at the crash points of the state machine; returning true
 	// stops the worker dead there (its connection is closed, nothing more is written).
@@ -113,6 +120,12 @@ type Worker struct {
 
 	dead     chan struct{} // closed when a test hook stopped the worker dead
 	deadOnce sync.Once
+
+	env      map[string]string // allowed environment for expressions
+	breakers *breaker.Set
+	limits   *breaker.Limits
+	presence *presence
+	inFlight atomic.Int64
 }
 
 type runningStep struct{ cancel context.CancelCauseFunc }
@@ -137,7 +150,22 @@ func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) (*Worker, 
 		inflight: map[string]inflight{},
 		cancels:  map[string]bool{},
 		dead:     make(chan struct{}),
+		env:      allowedEnv(cfg.AllowEnv),
 	}, nil
+}
+
+// handler returns the handler of typ, or nil.
+func (w *Worker) handler(typ string) HandlerFunc {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.handlers[typ]
+}
+
+// Breakers returns the worker's breakers once Run has started (nil before).
+func (w *Worker) Breakers() *breaker.Set {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.breakers
 }
 
 // ID returns the worker's ID.
@@ -213,6 +241,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		states = append(states, ts)
 	}
 
+	if err := w.startShared(ctx, types); err != nil {
+		return err
+	}
+
 	// The fetch context ends with ctx; the work context lives DrainTimeout longer, so shutdown
 	// stops fetching before it cancels running steps.
 	fetchCtx, stopFetch := context.WithCancel(ctx)
@@ -231,8 +263,17 @@ func (w *Worker) Run(ctx context.Context) error {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
+		var bg sync.WaitGroup
+		bg.Go(func() { _ = w.breakers.Run(fetchCtx) })
+		bg.Go(func() { w.presence.run(fetchCtx) })
 		w.watchCancels(fetchCtx)
+		bg.Wait()
 	}()
+	select {
+	case <-w.breakers.Ready():
+	case <-time.After(5 * time.Second):
+		w.log.Warn("breaker trips not read yet; starting anyway", "worker", w.cfg.ID)
+	}
 
 	var wg sync.WaitGroup
 	var pullers sync.WaitGroup
@@ -263,6 +304,42 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-watchDone
 	w.log.Info("worker stopped", "worker", w.cfg.ID)
 	return nil
+}
+
+// startShared binds the breakers and workers buckets and prepares the shared breakers, rate
+// limits and presence.
+func (w *Worker) startShared(ctx context.Context, types []string) error {
+	bkv, err := w.js.KeyValue(ctx, w.cfg.Names.BreakersBucket())
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w (run `jetflow setup`)", w.cfg.Names.BreakersBucket(), err)
+	}
+	wkv, err := w.js.KeyValue(ctx, w.cfg.Names.WorkersBucket())
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w (run `jetflow setup`)", w.cfg.Names.WorkersBucket(), err)
+	}
+	p := newPresence(wkv, w.cfg.ID, w.cfg.Version, types, &w.inFlight)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.presence = p
+	w.limits = breaker.NewLimits(p.count)
+	w.breakers = breaker.New(bkv, w.cfg.ID, breaker.Options{Logger: w.log, OnTrip: w.onTrip})
+	return nil
+}
+
+// onTrip pauses a node type's consumer until the trip ends, when this worker owns a trip of a
+// key that covers the whole type (breaker scope "type"). One owner, one pause per trip.
+func (w *Worker) onTrip(key string, until time.Time) {
+	typ, ok := strings.CutPrefix(key, typeKey(""))
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := w.js.PauseConsumer(ctx, w.cfg.Names.StepsStream(), w.cfg.Names.Consumer(typ), until); err != nil {
+		w.log.Warn("cannot pause consumer", "type", typ, "err", err)
+		return
+	}
+	w.log.Warn("consumer paused while its breaker is open", "type", typ, "until", until.Format(time.RFC3339))
 }
 
 // pull streams steps of one type with a prefetch of the worker's concurrency (never the
@@ -453,4 +530,15 @@ func (w *Worker) at(point string) bool {
 	}
 	w.deadOnce.Do(func() { close(w.dead) })
 	return true
+}
+
+// presenceCount returns the live workers of nodeType this worker knows of (0 before Run).
+func (w *Worker) presenceCount(nodeType string) int {
+	w.mu.Lock()
+	p := w.presence
+	w.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return p.count(nodeType)
 }

@@ -58,6 +58,9 @@ func validDispatch(d string) bool {
 	if len(d) < 2 || (d[0] != dispatchSchedulePrefix && d[0] != dispatchReplayPrefix) {
 		return false
 	}
+	if len(d) > 2 && d[1] == '0' {
+		return false // one spelling per number: s1, not s01
+	}
 	_, err := strconv.ParseUint(d[1:], 10, 64)
 	return err == nil
 }

@@ -15,7 +15,12 @@ const MaxDefinitionBytes = 8 << 20
 
 // Parse reads a YAML or JSON definition and validates it. file names the source in errors
 // (file:line:col); errors are *ValidationError.
-func Parse(file string, data []byte, opts ValidateOptions) (*Workflow, error) {
+func Parse(file string, data []byte, opts ValidateOptions) (_ *Workflow, err error) {
+	defer func() { // go-yaml panics on some malformed input (e.g. "nodes: !x")
+		if r := recover(); r != nil {
+			err = &ValidationError{File: file, Problems: []Problem{{Msg: oneLine(fmt.Sprintf("the YAML parser failed on this file (%v); check its syntax", r), 300)}}}
+		}
+	}()
 	fail := func(line, col int, path, msg string) error {
 		return &ValidationError{File: file, Problems: []Problem{{Path: path, Line: line, Col: col, Msg: msg}}}
 	}

@@ -1,6 +1,7 @@
 package workflow
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -207,6 +208,9 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			}
 		}
 	}
+	if _, err := json.Marshal(n.With); err != nil { // e.g. YAML .inf or .nan: the hash would fail
+		add(at+".with", "node %q: with cannot be written as JSON (%s)", n.Name, oneLine(err.Error(), 100))
+	}
 	if r := n.Retry; r != nil {
 		if r.MaxAttempts < 0 || r.MaxAttempts > MaxAttemptsLimit {
 			add(at+".retry.max_attempts", "retry.max_attempts %d: use 1 to %d", r.MaxAttempts, MaxAttemptsLimit)
@@ -217,10 +221,10 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 		if r.Max < 0 {
 			add(at+".retry.max", "retry.max must be positive")
 		}
-		if r.Multiplier < 0 || (r.Multiplier > 0 && r.Multiplier < 1) || r.Multiplier > 100 {
+		if r.Multiplier != 0 && !(r.Multiplier >= 1 && r.Multiplier <= 100) { // NaN fails too
 			add(at+".retry.multiplier", "retry.multiplier %v: use 1 to 100", r.Multiplier)
 		}
-		if r.Jitter != nil && (*r.Jitter < 0 || *r.Jitter > 1) {
+		if r.Jitter != nil && !(*r.Jitter >= 0 && *r.Jitter <= 1) { // NaN fails too
 			add(at+".retry.jitter", "retry.jitter %v: use 0 to 1", *r.Jitter)
 		}
 		if r.Initial > 0 && r.Max > 0 && r.Max < r.Initial {
@@ -230,9 +234,67 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 	if n.Timeout < 0 {
 		add(at+".timeout", "timeout must be positive")
 	}
+	if b := n.Breaker; b != nil {
+		if b.Key != "" && !validKeyName(b.Key) {
+			add(at+".breaker.key", "breaker.key %q: use letters, digits and . _ - = only", b.Key)
+		}
+		if b.Scope != "" && b.Scope != "node" && b.Scope != "type" {
+			add(at+".breaker.scope", "breaker.scope %q: use node or type", b.Scope)
+		}
+		if b.ConsecutiveFailures < 0 || b.ConsecutiveFailures > 1000 {
+			add(at+".breaker.consecutive_failures", "breaker.consecutive_failures %d: use 1 to 1000", b.ConsecutiveFailures)
+		}
+		if b.FailureRatio != 0 && !(b.FailureRatio > 0 && b.FailureRatio <= 1) {
+			add(at+".breaker.failure_ratio", "breaker.failure_ratio %v: use a share above 0 and at most 1", b.FailureRatio)
+		}
+		if b.MinRequests < 0 || (b.FailureRatio > 0) != (b.MinRequests > 0) {
+			add(at+".breaker.min_requests", "breaker.failure_ratio and breaker.min_requests go together (min_requests at least 1)")
+		}
+		if b.OpenFor < 0 {
+			add(at+".breaker.open_for", "breaker.open_for must be positive")
+		}
+		if b.HalfOpenRequests < 0 || b.HalfOpenRequests > 100 {
+			add(at+".breaker.half_open_requests", "breaker.half_open_requests %d: use 1 to 100", b.HalfOpenRequests)
+		}
+	}
+	for i, t := range n.Fallback {
+		switch {
+		case !ValidName(t):
+			add(fmt.Sprintf("%s.fallback[%d]", at, i), "fallback type %q: use letters, digits, '_' and '-' only", t)
+		case t == n.Type:
+			add(fmt.Sprintf("%s.fallback[%d]", at, i), "node %q falls back to its own type %q", n.Name, t)
+		case !IsBuiltin(t) && opts.KnownType != nil && !opts.KnownType(t):
+			add(fmt.Sprintf("%s.fallback[%d]", at, i), "node %q has unknown fallback type %q", n.Name, t)
+		}
+	}
+	if r := n.Rate; r != nil {
+		if !(r.PerSecond > 0 && r.PerSecond <= 1e6) {
+			add(at+".rate.per_second", "rate.per_second %v: use a number above 0", r.PerSecond)
+		}
+		if r.Burst < 0 || r.Burst > 1e6 {
+			add(at+".rate.burst", "rate.burst %d: use 1 or more", r.Burst)
+		}
+		if r.Key != "" && !validKeyName(r.Key) {
+			add(at+".rate.key", "rate.key %q: use letters, digits and . _ - = only", r.Key)
+		}
+	}
 	if n.MaxCrashes < 0 || n.MaxCrashes > 15 {
 		add(at+".max_crashes", "max_crashes %d: use 1 to 15", n.MaxCrashes)
 	}
+}
+
+// validKeyName reports whether s can be part of a KV key: letters, digits and . _ - =.
+func validKeyName(s string) bool {
+	if s == "" || len(s) > 200 || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 func sortedKeys(m map[string]any) []string {

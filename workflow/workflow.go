@@ -58,6 +58,63 @@ type Node struct {
 	// MaxCrashes is how many crashed or timed-out deliveries send the step to the DLQ; zero
 	// means DefaultMaxCrashes.
 	MaxCrashes int `json:"max_crashes,omitempty"`
+	// Breaker guards the node's dependency with a circuit breaker shared by every worker;
+	// nil means none, except for http nodes, which get one keyed by the URL's host.
+	Breaker *Breaker `json:"breaker,omitempty"`
+	// Fallback lists node types tried in order, in the same worker, when the breaker is open
+	// or the attempts are used up.
+	Fallback Fallback `json:"fallback,omitempty"`
+	// Rate limits calls cluster-wide.
+	Rate *Rate `json:"rate,omitempty"`
+}
+
+// Breaker configures a node's circuit breaker. Zero fields take the defaults.
+type Breaker struct {
+	// Key names the dependency; nodes with the same key share one breaker (default
+	// "<workflow>.<node>", or the URL's host for http nodes).
+	Key string `json:"key,omitempty"`
+	// Scope "type" makes the key cover the node's whole type: a trip then also pauses that
+	// type's consumer, so no worker fetches what it cannot run. Default "node".
+	Scope string `json:"scope,omitempty"`
+	// ConsecutiveFailures trips the breaker (default 5).
+	ConsecutiveFailures int `json:"consecutive_failures,omitempty"`
+	// FailureRatio, with MinRequests, trips the breaker when that share of at least
+	// MinRequests calls failed (optional).
+	FailureRatio float64 `json:"failure_ratio,omitempty"`
+	// MinRequests goes with FailureRatio.
+	MinRequests int `json:"min_requests,omitempty"`
+	// OpenFor is how long the breaker stays open before it lets probes through (default 30s).
+	OpenFor Duration `json:"open_for,omitempty"`
+	// HalfOpenRequests is how many probe calls are let through cluster-wide (default 1).
+	HalfOpenRequests int `json:"half_open_requests,omitempty"`
+}
+
+// Rate is a cluster-wide rate limit.
+type Rate struct {
+	// Key names the limit; nodes with the same key share it (default "<workflow>.<node>").
+	Key string `json:"key,omitempty"`
+	// PerSecond is the sustained rate across every worker.
+	PerSecond float64 `json:"per_second"`
+	// Burst is how many calls may go at once (default 1).
+	Burst int `json:"burst,omitempty"`
+}
+
+// Fallback is a list of node types; a definition may write one type as a plain string.
+type Fallback []string
+
+// UnmarshalJSON reads a string or a list of strings.
+func (f *Fallback) UnmarshalJSON(b []byte) error {
+	var one string
+	if err := json.Unmarshal(b, &one); err == nil {
+		*f = Fallback{one}
+		return nil
+	}
+	var list []string
+	if err := json.Unmarshal(b, &list); err != nil {
+		return fmt.Errorf("fallback must be a node type or a list of node types")
+	}
+	*f = list
+	return nil
 }
 
 // Retry is a node's retry policy. Zero fields take the defaults.

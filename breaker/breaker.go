@@ -1,0 +1,448 @@
+package breaker
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sony/gobreaker/v2"
+)
+
+// Defaults of Settings.
+const (
+	DefaultConsecutiveFailures = 5
+	DefaultOpenFor             = 30 * time.Second
+	DefaultHalfOpenRequests    = 1
+	// ProbeLease is how long a claimed probe keeps its slot when its worker never reports.
+	ProbeLease = time.Minute
+	// ProbeWait is how long a step waits while other workers probe a half-open key.
+	ProbeWait = time.Second
+)
+
+// Settings configures the breaker of one key. Zero fields take the defaults.
+type Settings struct {
+	// Key names the dependency.
+	Key string
+	// ConsecutiveFailures trips the breaker (default 5).
+	ConsecutiveFailures uint32
+	// FailureRatio with MinRequests trips the breaker on a share of failures (optional).
+	FailureRatio float64
+	// MinRequests goes with FailureRatio.
+	MinRequests uint32
+	// OpenFor is how long a trip lasts (default 30 s).
+	OpenFor time.Duration
+	// HalfOpenRequests is the cluster-wide probe count after a trip (default 1).
+	HalfOpenRequests uint32
+}
+
+func (s Settings) withDefaults() Settings {
+	s.ConsecutiveFailures = cmp.Or(s.ConsecutiveFailures, DefaultConsecutiveFailures)
+	s.OpenFor = cmp.Or(s.OpenFor, DefaultOpenFor)
+	s.HalfOpenRequests = cmp.Or(s.HalfOpenRequests, DefaultHalfOpenRequests)
+	return s
+}
+
+// Trip is the shared record of an open (or half-open) key in the breakers bucket.
+type Trip struct {
+	// Key is the breaker key as configured (the bucket key is a sanitised form).
+	Key string `json:"key"`
+	// OpenUntil: no call before it.
+	OpenUntil time.Time `json:"open_until"`
+	// Reason says why: "breaker" (failures) or "retry-after".
+	Reason string `json:"reason"`
+	// By is the worker that wrote the trip.
+	By string `json:"by"`
+	// OpenFor is the trip length to use again if a probe fails.
+	OpenFor time.Duration `json:"open_for"`
+	// Probes are the probe slots claimed since OpenUntil: worker → lease end.
+	Probes map[string]time.Time `json:"probes,omitempty"`
+	// Limit is the cluster-wide probe count.
+	Limit uint32 `json:"limit"`
+}
+
+// Options tunes a Set.
+type Options struct {
+	// Logger receives trips and recoveries (default: discard).
+	Logger *slog.Logger
+	// OnTrip is called when this worker won the compare-and-set that opened key until until:
+	// the owner of the trip, which pauses a consumer when the key covers a node type.
+	OnTrip func(key string, until time.Time)
+	// OnState is called on every local state change (for metrics).
+	OnState func(key string, state State)
+	// Clock returns the time (default time.Now).
+	Clock func() time.Time
+}
+
+// State of a key as this worker sees it.
+type State int
+
+// States of a key.
+const (
+	Closed State = iota
+	HalfOpen
+	Open
+)
+
+func (s State) String() string { return [...]string{"closed", "half-open", "open"}[s] }
+
+// Set holds one worker's breakers and the shared trips it watches.
+type Set struct {
+	kv     jetstream.KeyValue
+	worker string
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+
+	mu    sync.RWMutex
+	local map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+	trips map[string]*Trip // by sanitised bucket key
+	ready chan struct{}
+}
+
+// New returns a Set for worker, sharing trips through kv (the breakers bucket).
+func New(kv jetstream.KeyValue, worker string, opts Options) *Set {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	return &Set{kv: kv, worker: worker, opts: opts, log: opts.Logger, now: opts.Clock,
+		local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, trips: map[string]*Trip{}, ready: make(chan struct{})}
+}
+
+// BucketKey maps a breaker key onto a valid KV key: characters KV keys cannot hold become '_'.
+func BucketKey(key string) string {
+	var b strings.Builder
+	for i := 0; i < len(key); i++ {
+		c := key[i]
+		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.' {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('_')
+		}
+	}
+	s := strings.Trim(b.String(), ".")
+	if s == "" {
+		s = "_"
+	}
+	return s
+}
+
+// Run watches the breakers bucket until ctx ends, keeping every trip in memory.
+func (s *Set) Run(ctx context.Context) error {
+	once := sync.Once{}
+	defer once.Do(func() { close(s.ready) })
+	for ctx.Err() == nil {
+		w, err := s.kv.WatchAll(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				once.Do(func() { close(s.ready) })
+				continue
+			}
+			s.apply(e)
+		}
+		_ = w.Stop()
+	}
+	return nil
+}
+
+// Ready is closed once the initial trips have been read.
+func (s *Set) Ready() <-chan struct{} { return s.ready }
+
+func (s *Set) apply(e jetstream.KeyValueEntry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		if t := s.trips[e.Key()]; t != nil {
+			delete(s.trips, e.Key())
+			delete(s.local, e.Key()) // closed cluster-wide: start afresh
+			s.state(t.Key, Closed)
+		}
+		return
+	}
+	var t Trip
+	if json.Unmarshal(e.Value(), &t) != nil {
+		return
+	}
+	prev := s.trips[e.Key()]
+	s.trips[e.Key()] = &t
+	if prev == nil || !prev.OpenUntil.Equal(t.OpenUntil) {
+		s.state(t.Key, Open)
+	}
+}
+
+func (s *Set) state(key string, st State) {
+	if s.opts.OnState != nil {
+		s.opts.OnState(key, st)
+	}
+}
+
+// Ticket reports the outcome of an admitted call.
+type Ticket struct {
+	set   *Set
+	key   string
+	st    Settings
+	done  func(error)
+	probe bool
+}
+
+// ErrExcluded marks an outcome that must not count for or against the breaker (permanent
+// errors, validation errors, shutdown): pass it, or an error wrapping it, to Done.
+var ErrExcluded = errors.New("excluded from the breaker")
+
+// Done records the call's outcome: nil is a success, an error wrapping ErrExcluded does not
+// count, any other error is a failure.
+func (t *Ticket) Done(ctx context.Context, err error) {
+	if t == nil {
+		return
+	}
+	if t.probe {
+		t.set.probeDone(ctx, t.key, t.st, err)
+		return
+	}
+	t.done(err)
+}
+
+// Allow asks whether a call to st.Key may go now. If not, it says how long to wait. The
+// closed path takes no KV round trip.
+func (s *Set) Allow(ctx context.Context, st Settings) (*Ticket, time.Duration, error) {
+	st = st.withDefaults()
+	bk := BucketKey(st.Key)
+	now := s.now()
+	s.mu.RLock()
+	trip := s.trips[bk]
+	cb := s.local[bk]
+	s.mu.RUnlock()
+	if trip != nil {
+		if now.Before(trip.OpenUntil) {
+			return nil, trip.OpenUntil.Sub(now), nil
+		}
+		ok, err := s.claimProbe(ctx, bk, now)
+		if err != nil {
+			return nil, ProbeWait, err
+		}
+		if !ok {
+			return nil, ProbeWait, nil
+		}
+		return &Ticket{set: s, key: bk, st: st, probe: true}, 0, nil
+	}
+	if cb == nil {
+		cb = s.newLocal(bk, st)
+	}
+	done, err := cb.Allow()
+	if err != nil {
+		// Tripped here an instant ago; the shared record is on its way.
+		return nil, st.OpenFor, nil
+	}
+	return &Ticket{set: s, key: bk, st: st, done: done}, 0, nil
+}
+
+func (s *Set) newLocal(bk string, st Settings) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cb := s.local[bk]; cb != nil {
+		return cb
+	}
+	gs := gobreaker.Settings{
+		Name:        st.Key,
+		MaxRequests: st.HalfOpenRequests,
+		Timeout:     st.OpenFor,
+		ReadyToTrip: func(c gobreaker.Counts) bool {
+			if c.ConsecutiveFailures >= st.ConsecutiveFailures {
+				return true
+			}
+			return st.FailureRatio > 0 && c.Requests >= st.MinRequests && float64(c.TotalFailures)/float64(c.Requests) >= st.FailureRatio
+		},
+		IsExcluded: func(err error) bool { return errors.Is(err, ErrExcluded) },
+		OnStateChange: func(_ string, _, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				// Share the trip off the caller's path.
+				go s.trip(context.Background(), bk, st, "breaker", st.OpenFor)
+			}
+		},
+	}
+	if st.FailureRatio > 0 {
+		gs.Interval = st.OpenFor
+	}
+	cb := gobreaker.NewTwoStepCircuitBreaker[struct{}](gs)
+	s.local[bk] = cb
+	return cb
+}
+
+// trip writes (or extends) the shared record with compare-and-set; the winner owns the trip.
+func (s *Set) trip(ctx context.Context, bk string, st Settings, reason string, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for range 5 {
+		now := s.now()
+		until := now.Add(d)
+		t := &Trip{Key: st.Key, OpenUntil: until, Reason: reason, By: s.worker, OpenFor: st.OpenFor, Limit: st.HalfOpenRequests}
+		e, err := s.kv.Get(ctx, bk)
+		var rev uint64
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			s.log.Warn("breaker: cannot read trip", "key", st.Key, "err", err)
+			return
+		default:
+			var cur Trip
+			if json.Unmarshal(e.Value(), &cur) == nil && !cur.OpenUntil.Before(until) {
+				return // already open at least that long: someone else owns the trip
+			}
+			rev = e.Revision()
+		}
+		b, _ := json.Marshal(t)
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, bk, b)
+		} else {
+			_, err = s.kv.Update(ctx, bk, b, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			s.log.Warn("breaker: cannot share trip", "key", st.Key, "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.trips[bk] = t // do not wait for the watch to see our own trip
+		s.mu.Unlock()
+		s.log.Warn("breaker open", "key", st.Key, "reason", reason, "until", until.Format(time.RFC3339))
+		if s.opts.OnTrip != nil {
+			s.opts.OnTrip(st.Key, until)
+		}
+		return
+	}
+}
+
+// CoolDown keeps key closed to every worker for d (a Retry-After): no call before it ends.
+func (s *Set) CoolDown(ctx context.Context, st Settings, d time.Duration) {
+	st = st.withDefaults()
+	s.trip(ctx, BucketKey(st.Key), st, "retry-after", d)
+}
+
+// claimProbe takes one of the key's probe slots, cluster-wide, with compare-and-set.
+func (s *Set) claimProbe(ctx context.Context, bk string, now time.Time) (bool, error) {
+	for range 5 {
+		e, err := s.kv.Get(ctx, bk)
+		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+			return false, nil // closed meanwhile: the watch will say so; try again shortly
+		}
+		if err != nil {
+			return false, fmt.Errorf("breaker %s: %w", bk, err)
+		}
+		var t Trip
+		if err := json.Unmarshal(e.Value(), &t); err != nil {
+			return false, fmt.Errorf("breaker %s: %w", bk, err)
+		}
+		if now.Before(t.OpenUntil) {
+			return false, nil
+		}
+		live := 0
+		for w, until := range t.Probes {
+			if until.After(now) {
+				live++
+			} else {
+				delete(t.Probes, w)
+			}
+		}
+		if uint32(live) >= max(t.Limit, 1) {
+			return false, nil
+		}
+		if t.Probes == nil {
+			t.Probes = map[string]time.Time{}
+		}
+		id := fmt.Sprintf("%s#%d", s.worker, now.UnixNano())
+		t.Probes[id] = now.Add(ProbeLease)
+		b, _ := json.Marshal(&t)
+		if _, err := s.kv.Update(ctx, bk, b, e.Revision()); err != nil {
+			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
+				continue
+			}
+			return false, fmt.Errorf("breaker %s: %w", bk, err)
+		}
+		s.state(t.Key, HalfOpen)
+		return true, nil
+	}
+	return false, nil
+}
+
+// probeDone closes the key cluster-wide on a successful probe, opens it again on a failure,
+// and frees the slot on an excluded outcome.
+func (s *Set) probeDone(ctx context.Context, bk string, st Settings, err error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	switch {
+	case err == nil:
+		for range 5 {
+			e, gerr := s.kv.Get(ctx, bk)
+			if gerr != nil {
+				return // already closed
+			}
+			var t Trip
+			if json.Unmarshal(e.Value(), &t) == nil && s.now().Before(t.OpenUntil) {
+				return // re-opened by someone else meanwhile
+			}
+			if derr := s.kv.Delete(ctx, bk, jetstream.LastRevision(e.Revision())); derr == nil {
+				s.mu.Lock()
+				delete(s.trips, bk)
+				delete(s.local, bk)
+				s.mu.Unlock()
+				s.log.Info("breaker closed", "key", st.Key)
+				s.state(st.Key, Closed)
+				return
+			}
+		}
+	case errors.Is(err, ErrExcluded):
+		for range 5 {
+			e, gerr := s.kv.Get(ctx, bk)
+			if gerr != nil {
+				return
+			}
+			var t Trip
+			if json.Unmarshal(e.Value(), &t) != nil {
+				return
+			}
+			for id := range t.Probes {
+				if strings.HasPrefix(id, s.worker+"#") {
+					delete(t.Probes, id)
+					break
+				}
+			}
+			b, _ := json.Marshal(&t)
+			if _, uerr := s.kv.Update(ctx, bk, b, e.Revision()); uerr == nil {
+				return
+			}
+		}
+	default:
+		s.trip(ctx, bk, st, "breaker", st.OpenFor)
+	}
+}
+
+// Open returns the keys open or half-open now, with their trips (for /api/breakers, top).
+func (s *Set) Open() []Trip {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Trip, 0, len(s.trips))
+	for _, t := range s.trips {
+		out = append(out, *t)
+	}
+	return out
+}

@@ -1,0 +1,131 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/breaker"
+)
+
+// PresenceInterval is how often a worker refreshes its presence (the bucket's TTL is 15 s).
+const PresenceInterval = 5 * time.Second
+
+// Presence is what a worker says about itself in the workers bucket.
+type Presence struct {
+	ID       string    `json:"id"`
+	Host     string    `json:"host"`
+	PID      int       `json:"pid"`
+	Version  string    `json:"version,omitempty"`
+	Types    []string  `json:"types"`
+	InFlight int64     `json:"in_flight"`
+	Started  time.Time `json:"started"`
+	Seen     time.Time `json:"seen"`
+}
+
+// presence keeps this worker's record fresh and counts the live workers of each type. It
+// watches the bucket, so a worker that joins or leaves changes the counts at once; records
+// not refreshed for three intervals (a crashed worker) stop counting.
+type presence struct {
+	kv      jetstream.KeyValue
+	self    Presence
+	key     string
+	running *atomic.Int64
+
+	mu     sync.RWMutex
+	others map[string]Presence // by key
+}
+
+// count returns the live workers that run nodeType (at least 1: this one).
+func (p *presence) count(nodeType string) int {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	n := 0
+	cutoff := time.Now().Add(-3 * PresenceInterval)
+	for _, o := range p.others {
+		if o.Seen.After(cutoff) && slices.Contains(o.Types, nodeType) {
+			n++
+		}
+	}
+	return max(n, 1)
+}
+
+// run writes the record every PresenceInterval and watches everyone's; on exit it deletes
+// the record so the others' shares grow at once.
+func (p *presence) run(ctx context.Context) {
+	p.refresh(ctx)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() { defer close(watched); p.watch(watchCtx) }()
+	defer func() { stopWatch(); <-watched }()
+	t := time.NewTicker(PresenceInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = p.kv.Delete(dctx, p.key)
+			cancel()
+			return
+		case <-t.C:
+			p.refresh(ctx)
+		}
+	}
+}
+
+func (p *presence) refresh(ctx context.Context) {
+	p.self.InFlight = p.running.Load()
+	p.self.Seen = time.Now().UTC()
+	if b, err := json.Marshal(&p.self); err == nil {
+		_, _ = p.kv.Put(ctx, p.key, b)
+	}
+	p.mu.Lock()
+	p.others[p.key] = p.self
+	p.mu.Unlock()
+}
+
+func (p *presence) watch(ctx context.Context) {
+	for ctx.Err() == nil {
+		w, err := p.kv.WatchAll(ctx)
+		if err != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+				continue
+			}
+		}
+		for e := range w.Updates() {
+			if e == nil {
+				continue
+			}
+			p.mu.Lock()
+			var o Presence
+			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &o) == nil {
+				p.others[e.Key()] = o
+			} else {
+				delete(p.others, e.Key())
+			}
+			p.mu.Unlock()
+		}
+		_ = w.Stop()
+	}
+}
+
+func newPresence(kv jetstream.KeyValue, id, version string, types []string, running *atomic.Int64) *presence {
+	host, _ := os.Hostname()
+	return &presence{
+		kv:      kv,
+		key:     breaker.BucketKey(id),
+		running: running,
+		self: Presence{ID: id, Host: host, PID: os.Getpid(), Version: version, Types: slices.Clone(types),
+			Started: time.Now().UTC()},
+		others: map[string]Presence{},
+	}
+}

@@ -1,0 +1,206 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/jetflow-dev/jetflow/breaker"
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// expandWith evaluates ${{ }} expressions in the node's settings. An expression that cannot
+// be evaluated is a permanent error: the definition or the data is wrong, not the dependency.
+func (s *stepRun) expandWith(input json.RawMessage) (map[string]any, error) {
+	if !workflow.HasExpr(s.node.With) {
+		return s.node.With, nil
+	}
+	var in producer.NodeInput
+	if err := json.Unmarshal(input, &in); err != nil {
+		return nil, Permanent(fmt.Errorf("node input is not an object: %w", err))
+	}
+	with, err := workflow.Expand(s.node.With, workflow.Vars{Input: in.Input, Nodes: in.Nodes, RunID: s.env.RunID, Env: s.w.env})
+	if err != nil {
+		return nil, Permanent(err)
+	}
+	return with, nil
+}
+
+// breakerSettings returns the breaker of the node, if it has one: nodes with a breaker block,
+// and http nodes (keyed by the URL's host).
+func (s *stepRun) breakerSettings(with map[string]any) (breaker.Settings, bool) {
+	b := s.node.Breaker
+	if b == nil && s.node.Type != "http" {
+		return breaker.Settings{}, false
+	}
+	if b == nil {
+		b = &workflow.Breaker{}
+	}
+	key := b.Key
+	switch {
+	case key != "":
+	case b.Scope == "type":
+		key = typeKey(s.node.Type)
+	case s.node.Type == "http":
+		if u, err := url.Parse(fmt.Sprint(with["url"])); err == nil && u.Host != "" {
+			key = u.Host
+		}
+	}
+	if key == "" {
+		key = s.env.Workflow + "." + s.env.Node
+	}
+	return breaker.Settings{
+		Key:                 key,
+		ConsecutiveFailures: uint32(b.ConsecutiveFailures),
+		FailureRatio:        b.FailureRatio,
+		MinRequests:         uint32(b.MinRequests),
+		OpenFor:             b.OpenFor.D(),
+		HalfOpenRequests:    uint32(b.HalfOpenRequests),
+	}, true
+}
+
+// typeKey is the breaker key of a breaker with scope "type".
+func typeKey(nodeType string) string { return "type=" + nodeType }
+
+// gate applies the node's rate limit and breaker (DESIGN.md step 3) before any write of this
+// delivery. It returns a ticket to report the outcome on, or handled=true when the step was
+// deferred (or run by a fallback) instead.
+func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any) (*breaker.Ticket, bool, error) {
+	if r := s.node.Rate; r != nil && s.w.limits != nil {
+		key := r.Key
+		if key == "" {
+			key = s.env.Workflow + "." + s.env.Node
+		}
+		if delay, giveBack := s.w.limits.Reserve(key, s.node.Type, r.PerSecond, r.Burst); delay > 0 {
+			if delay > s.ts.ackWait/3 {
+				giveBack()
+				return nil, true, s.deferFree(ctx, st, rev, delay)
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				_ = s.msg.Nak()
+				return nil, true, nil
+			case <-t.C:
+			}
+		}
+	}
+	bs, ok := s.breakerSettings(with)
+	if !ok || s.w.breakers == nil {
+		return nil, false, nil
+	}
+	ticket, wait, err := s.w.breakers.Allow(ctx, bs)
+	if err != nil {
+		return nil, true, err
+	}
+	if ticket != nil {
+		return ticket, false, nil
+	}
+	if len(s.node.Fallback) > 0 {
+		done, err := s.fallback(ctx, st, rev, with, "breaker "+bs.Key+" is open")
+		if done || err != nil {
+			return nil, true, err
+		}
+	}
+	s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
+	return nil, true, s.deferFree(ctx, st, rev, wait)
+}
+
+// deferFree makes the step wait without spending an attempt (breaker open, rate limit). A
+// short wait writes nothing; a long one takes the schedule path.
+func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64, wait time.Duration) error {
+	wait = max(wait, 10*time.Millisecond)
+	if wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5 {
+		return s.msg.NakWithDelay(wait)
+	}
+	next := checkpoint.Node{Dispatch: s.env.Dispatch}
+	if st != nil {
+		next = *st
+		if next.Status == checkpoint.StatusRunning {
+			next.Status = checkpoint.StatusRetrying
+		}
+	}
+	next.Delivery = 0
+	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
+}
+
+// outcomeForBreaker maps a handler's result onto what the breaker counts: only retryable
+// failures count against it.
+func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs breaker.Settings, herr error) {
+	if ticket == nil {
+		return
+	}
+	if herr == nil {
+		ticket.Done(ctx, nil)
+		return
+	}
+	kind, after, _ := classify(herr)
+	switch {
+	case ctx.Err() != nil, errors.Is(herr, ErrRunCancelled), kind == outcomePermanent, kind == outcomePark:
+		ticket.Done(ctx, breaker.ErrExcluded)
+	case kind == outcomeRetryAfter:
+		ticket.Done(ctx, breaker.ErrExcluded)
+		if after > 0 {
+			s.w.breakers.CoolDown(ctx, bs, after)
+		}
+	default:
+		ticket.Done(ctx, herr)
+	}
+}
+
+// fallback runs the node's fallback types in order, in this worker, and records the first
+// success as the node's result (marked as a fallback). It reports whether one succeeded.
+func (s *stepRun) fallback(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any, why string) (bool, error) {
+	input := s.env.Input
+	attempt := 1
+	if st != nil {
+		attempt = st.Attempts + 1
+		if len(st.Input) > 0 {
+			input = st.Input
+		}
+	}
+	var errs []string
+	for _, typ := range s.node.Fallback {
+		h := s.w.handler(typ)
+		if h == nil {
+			errs = append(errs, typ+": no handler on this worker")
+			continue
+		}
+		step := &Step{RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: typ, Attempt: attempt,
+			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: with, Fallback: why}
+		out, err, abandoned := s.invokeWith(ctx, h, step)
+		if abandoned {
+			return true, errDead
+		}
+		if err == nil {
+			s.logger().Info("fallback used", "fallback", typ, "why", why)
+			return true, s.record(ctx, st, rev, attempt, time.Now().UTC(), out, nil, true)
+		}
+		if ctx.Err() != nil {
+			_ = s.msg.Nak()
+			return true, nil
+		}
+		errs = append(errs, typ+": "+workflow.OneLine(err.Error(), 300))
+	}
+	s.logger().Warn("every fallback failed", "why", why, "errors", strings.Join(errs, "; "))
+	return false, nil
+}
+
+// allowedEnv reads the environment variables named in names, for ${{ env.X }}.
+func allowedEnv(names []string) map[string]string {
+	env := map[string]string{}
+	for _, n := range names {
+		if v, ok := os.LookupEnv(n); ok {
+			env[n] = v
+		}
+	}
+	return env
+}
