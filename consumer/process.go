@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -44,6 +45,10 @@ type stepRun struct {
 	node *workflow.Node
 	log  *slog.Logger
 	with map[string]any // the node's settings with expressions expanded
+
+	progressMu   sync.Mutex
+	progressRev  uint64 // revision of progress.<run>.<node> this attempt last saw
+	progressUsed bool   // the handler read or saved progress
 }
 
 // logger returns the step's logger, made on first use (the happy path logs nothing).
@@ -221,7 +226,7 @@ func (s *stepRun) run(ctx context.Context) error {
 	step := &Step{
 		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
 		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: with,
-		Attempt: attempt, Input: inputOf(s.env, st),
+		Attempt: attempt, Input: inputOf(s.env, st), run: s,
 	}
 	if st != nil {
 		step.NotBefore = st.NotBefore
@@ -453,6 +458,7 @@ func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, at
 	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
 		return err
 	}
+	s.dropProgress(ctx)
 	if s.w.at(pointDoneWritten) {
 		return errDead
 	}

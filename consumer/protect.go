@@ -175,7 +175,7 @@ func (s *stepRun) fallback(ctx context.Context, st *checkpoint.Node, rev uint64,
 			continue
 		}
 		step := &Step{RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: typ, Attempt: attempt,
-			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: with, Fallback: why}
+			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: with, Fallback: why, run: s}
 		out, err, abandoned := s.invokeWith(ctx, h, step)
 		if abandoned {
 			return true, errDead

@@ -32,6 +32,37 @@ type Step struct {
 	// Fallback, when set, says why this handler runs as a fallback of the node's own type
 	// ("breaker … is open", "attempts exhausted …").
 	Fallback string
+
+	run *stepRun // for progress; nil in handlers called outside a worker
+}
+
+// ErrNoProgress is returned by Progress when no progress was saved for the step.
+var ErrNoProgress = errors.New("no progress saved")
+
+// SaveProgress records v (as JSON) as the step's progress in progress.<run>.<node>, so that
+// after a crash the next attempt can resume from it (Progress), and extends the step's ack
+// deadline. The progress is deleted when the node completes.
+func (s *Step) SaveProgress(ctx context.Context, v any) error {
+	if s.run == nil {
+		return errors.New("SaveProgress: the step is not run by a worker")
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("SaveProgress: %w", err)
+	}
+	return s.run.saveProgress(ctx, b)
+}
+
+// Progress decodes the step's saved progress into v; ErrNoProgress when there is none.
+func (s *Step) Progress(ctx context.Context, v any) error {
+	if s.run == nil {
+		return ErrNoProgress
+	}
+	b, err := s.run.loadProgress(ctx)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
 }
 
 // Bind decodes the step's input into v.

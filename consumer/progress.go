@@ -1,0 +1,77 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// progressKey is the KV key of this step's progress.
+func (s *stepRun) progressKey() string { return workflow.ProgressKey(s.env.RunID, s.env.Node) }
+
+// loadProgress reads the saved progress and remembers its revision for the next save.
+func (s *stepRun) loadProgress(ctx context.Context) ([]byte, error) {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	s.progressUsed = true
+	e, err := s.w.store.KV().Get(ctx, s.progressKey())
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		s.progressRev = 0
+		return nil, ErrNoProgress
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read progress: %w", err)
+	}
+	s.progressRev = e.Revision()
+	return e.Value(), nil
+}
+
+// saveProgress writes the progress with compare-and-set against the revision this attempt
+// last saw (a crashed attempt's leftover is taken over once), and sends a heartbeat.
+func (s *stepRun) saveProgress(ctx context.Context, b []byte) error {
+	s.progressMu.Lock()
+	defer s.progressMu.Unlock()
+	s.progressUsed = true
+	kv := s.w.store.KV()
+	for range 3 {
+		var err error
+		var rev uint64
+		if s.progressRev == 0 {
+			rev, err = kv.Create(ctx, s.progressKey(), b)
+		} else {
+			rev, err = kv.Update(ctx, s.progressKey(), b, s.progressRev)
+		}
+		if err == nil {
+			s.progressRev = rev
+			_ = s.msg.InProgress()
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("save progress: %w", err)
+		}
+		e, gerr := kv.Get(ctx, s.progressKey())
+		switch {
+		case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
+			s.progressRev = 0
+		case gerr != nil:
+			return fmt.Errorf("save progress: %w", gerr)
+		default:
+			s.progressRev = e.Revision()
+		}
+	}
+	return errors.New("save progress: the progress key keeps changing (is another attempt of this step running?)")
+}
+
+// dropProgress deletes the progress of a completed node, when this attempt used any.
+func (s *stepRun) dropProgress(ctx context.Context) {
+	s.progressMu.Lock()
+	used := s.progressUsed
+	s.progressMu.Unlock()
+	if used {
+		_ = s.w.store.KV().Delete(ctx, s.progressKey())
+	}
+}
