@@ -1,5 +1,6 @@
 // Package nodes holds jetflow's built-in node types: exec (run a program: JSON in on stdin,
-// JSON out on stdout), sleep (wait without holding a worker slot) and noop.
+// JSON out on stdout), http (call an HTTP API), sleep (wait without holding a worker slot) and
+// noop.
 package nodes
 
 import (
@@ -23,6 +24,7 @@ import (
 // Register adds every built-in node type to w.
 func Register(w *consumer.Worker) {
 	w.Handle("exec", Exec)
+	w.Handle("http", HTTP)
 	w.Handle("sleep", Sleep)
 	w.Handle("noop", Noop)
 }

@@ -19,6 +19,7 @@ func (a *app) workerCmd() *cobra.Command {
 		concurrency  int
 		drainTimeout time.Duration
 		workflowsDir string
+		allowEnv     string
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -46,7 +47,11 @@ func (a *app) workerCmd() *cobra.Command {
 					return err
 				}
 			}
-			return a.runWorker(ctx, c, consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout})
+			cfg := consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout}
+			if allowEnv != "" {
+				cfg.AllowEnv = strings.Split(allowEnv, ",")
+			}
+			return a.runWorker(ctx, c, cfg)
 		},
 	}
 	f := cmd.Flags()
@@ -54,6 +59,7 @@ func (a *app) workerCmd() *cobra.Command {
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
 	f.DurationVar(&drainTimeout, "drain-timeout", consumer.DefaultDrainTimeout, "on shutdown, how long running steps may finish")
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory at start")
+	f.StringVar(&allowEnv, "allow-env", "", "environment variables ${{ env.NAME }} expressions may read, comma-separated (e.g. API_KEY)")
 	return cmd
 }
 
@@ -61,6 +67,7 @@ func (a *app) workerCmd() *cobra.Command {
 func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config) error {
 	cfg.Names = c.names
 	cfg.Logger = a.logger()
+	cfg.Version = version
 	w, err := consumer.New(c.js, c.store, cfg)
 	if err != nil {
 		return usageErr(err)
