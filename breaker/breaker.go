@@ -121,6 +121,14 @@ func New(kv jetstream.KeyValue, worker string, opts Options) *Set {
 
 // BucketKey maps a breaker key onto a valid KV key: characters KV keys cannot hold become '_'.
 func BucketKey(key string) string {
+	valid := key != "" && key[0] != '.' && key[len(key)-1] != '.'
+	for i := 0; valid && i < len(key); i++ {
+		c := key[i]
+		valid = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '=' || c == '.'
+	}
+	if valid {
+		return key // the common case, without an allocation
+	}
 	var b strings.Builder
 	for i := 0; i < len(key); i++ {
 		c := key[i]
