@@ -20,6 +20,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/producer"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -266,6 +267,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		var bg sync.WaitGroup
 		bg.Go(func() { _ = w.breakers.Run(fetchCtx) })
 		bg.Go(func() { w.presence.run(fetchCtx) })
+		bg.Go(func() { _ = dlq.NewSweeper(w.js, w.store, w.cfg.Names, w.cfg.ID, w.log).Run(fetchCtx) })
 		w.watchCancels(fetchCtx)
 		bg.Wait()
 	}()

@@ -1,0 +1,184 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// maxDeliverAdvisory is the part of the server's MAX_DELIVERIES advisory the sweeper reads.
+type maxDeliverAdvisory struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries uint64 `json:"deliveries"`
+}
+
+// Sweeper is the last net for poison steps: it reads the MAX_DELIVERIES advisories captured
+// in the advisory stream and moves each step that reached MaxDeliver without a result to the
+// DLQ (publish, CAS the node dead, create the run's end, delete the step, ack the advisory —
+// in that order, so a crash between two writes is finished by the advisory's redelivery).
+// Any number of workers may run one: the durable consumer hands each advisory to one.
+type Sweeper struct {
+	js     jetstream.JetStream
+	store  *checkpoint.Store
+	names  workflow.Names
+	worker string
+	log    *slog.Logger
+}
+
+// NewSweeper returns a sweeper that reports itself as worker in DLQ headers.
+func NewSweeper(js jetstream.JetStream, store *checkpoint.Store, names workflow.Names, worker string, log *slog.Logger) *Sweeper {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &Sweeper{js: js, store: store, names: names, worker: worker, log: log}
+}
+
+// SweeperConsumerConfig is the durable consumer of the advisory stream.
+func SweeperConsumerConfig(names workflow.Names) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       names.SweeperConsumer(),
+		Description:   "jetflow MaxDeliver sweeper",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 100,
+	}
+}
+
+// Run sweeps until ctx ends.
+func (s *Sweeper) Run(ctx context.Context) error {
+	var cons jetstream.Consumer
+	for ctx.Err() == nil {
+		if cons == nil {
+			c, err := s.js.Consumer(ctx, s.names.AdvisoryStream(), s.names.SweeperConsumer())
+			if errors.Is(err, jetstream.ErrConsumerNotFound) {
+				c, err = s.js.CreateConsumer(ctx, s.names.AdvisoryStream(), SweeperConsumerConfig(s.names))
+			}
+			if err != nil {
+				s.log.Warn("sweeper: cannot bind the advisory consumer", "err", err)
+				if !sleepCtx(ctx, 5*time.Second) {
+					return nil
+				}
+				continue
+			}
+			cons = c
+		}
+		batch, err := cons.Fetch(10, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			if !sleepCtx(ctx, time.Second) {
+				return nil
+			}
+			continue
+		}
+		for msg := range batch.Messages() {
+			if err := s.sweep(ctx, msg.Data()); err != nil {
+				s.log.Warn("sweeper: advisory not handled; it will come back", "err", err)
+				_ = msg.NakWithDelay(5 * time.Second)
+				continue
+			}
+			_ = msg.Ack()
+		}
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// sweep handles one advisory.
+func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
+	var adv maxDeliverAdvisory
+	if err := json.Unmarshal(data, &adv); err != nil || adv.StreamSeq == 0 {
+		return nil // not an advisory we can act on: drop it
+	}
+	if adv.Stream != s.names.StepsStream() {
+		return nil
+	}
+	steps, err := s.js.Stream(ctx, s.names.StepsStream())
+	if err != nil {
+		return err
+	}
+	raw, err := steps.GetMsg(ctx, adv.StreamSeq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // already handled
+	}
+	if err != nil {
+		return err
+	}
+	reason := fmt.Sprintf("delivered %d times without finishing (worker crash or timeout)", adv.Deliveries)
+	env, derr := workflow.DecodeEnvelope(raw.Data)
+	f := Failure{Reason: reason, Error: reason, Worker: s.worker, StreamSeq: adv.StreamSeq, Subject: raw.Subject, Attempts: int(adv.Deliveries)}
+	if derr != nil {
+		f.Reason, f.Error = derr.Error(), derr.Error()
+		if _, err := Publish(ctx, s.js, s.names, raw.Data, f); err != nil {
+			return err
+		}
+		return deleteStep(ctx, steps, adv.StreamSeq)
+	}
+	f.Workflow, f.Node, f.RunID = env.Workflow, env.Node, env.RunID
+	for range checkpoint.MaxCASRetries {
+		st, rev, err := s.store.Node(ctx, env.RunID, env.Node)
+		if err != nil {
+			return err
+		}
+		want := workflow.DispatchFirst
+		if st != nil && st.Dispatch != "" {
+			want = st.Dispatch
+		}
+		if (st != nil && st.Status == checkpoint.StatusDone) || env.Dispatch != want {
+			// Finished after all, or a stale copy: nothing to dead-letter.
+			return deleteStep(ctx, steps, adv.StreamSeq)
+		}
+		if st != nil && st.Status == checkpoint.StatusDead {
+			break
+		}
+		seq, err := Publish(ctx, s.js, s.names, raw.Data, f)
+		if err != nil {
+			return err
+		}
+		next := checkpoint.Node{Dispatch: env.Dispatch}
+		if st != nil {
+			next = *st
+		}
+		next.Status, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, reason, reason, seq
+		next.EndedAt, next.Delivery = time.Now().UTC(), 0
+		if _, err := s.store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
+			continue
+		} else if err != nil {
+			return err
+		}
+		s.log.Warn("poison step moved to the DLQ", "run_id", env.RunID, "workflow", env.Workflow, "node", env.Node, "dlq_id", seq, "deliveries", adv.Deliveries)
+		break
+	}
+	if _, err := s.store.CreateEnd(ctx, env.RunID, &checkpoint.End{Status: checkpoint.EndFailed,
+		Reason: fmt.Sprintf("node %s: %s", env.Node, reason), At: time.Now().UTC()}); err != nil {
+		return err
+	}
+	return deleteStep(ctx, steps, adv.StreamSeq)
+}
+
+func deleteStep(ctx context.Context, steps jetstream.Stream, seq uint64) error {
+	if err := steps.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("delete step %d: %w", seq, err)
+	}
+	return nil
+}
