@@ -46,6 +46,8 @@ type stepRun struct {
 	log  *slog.Logger
 	with map[string]any // the node's settings with expressions expanded
 
+	took time.Duration // how long the handler ran
+
 	progressMu   sync.Mutex
 	progressRev  uint64 // revision of progress.<run>.<node> this attempt last saw
 	progressUsed bool   // the handler read or saved progress
@@ -106,6 +108,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 		case cur.dispatch == env.Dispatch:
 			// A second copy of a step in flight here: the live copy finishes the step.
 			s.logger().Debug("duplicate of a step in flight acknowledged", "dispatch", env.Dispatch)
+			w.cfg.Observer.StepFinished(env.Workflow, env.Node, node.Type, OutcomeSkippedDuplicate, 0)
 			_ = msg.Ack()
 		default:
 			_ = msg.NakWithDelay(time.Second)
@@ -193,6 +196,7 @@ func (s *stepRun) run(ctx context.Context) error {
 				reason := fmt.Sprintf("worker crashed or timed out %d times on this step", st.Crashes+1)
 				return s.deadLetter(ctx, st, rev, st.Attempts, reason, cmpOr(st.LastError, reason))
 			}
+			s.w.cfg.Observer.StepRerun(s.env.Workflow, s.env.Node)
 			next := *st
 			next.Crashes++
 			next.Delivery, next.Worker, next.StartedAt = n, s.w.cfg.ID, time.Now().UTC()
@@ -239,6 +243,7 @@ func (s *stepRun) run(ctx context.Context) error {
 		ticket = nil
 	}
 	if abandoned {
+		s.w.cfg.Observer.HandlerAbandoned(s.env.Workflow, s.env.Node)
 		s.logger().Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
 		return errDead // nothing more to write or ack: the ack wait redelivers it
 	}
@@ -301,6 +306,7 @@ func (s *stepRun) settled(ctx context.Context, st *checkpoint.Node) (bool, error
 		if err := s.fanOut(ctx, st.Output); err != nil {
 			return true, err
 		}
+		s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
 		return true, s.msg.Ack()
 	case st.Status == checkpoint.StatusDead:
 		if _, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndFailed, Reason: s.endReason(st.Reason), At: time.Now().UTC()}); err != nil {
@@ -352,6 +358,9 @@ func (s *stepRun) invokeWith(ctx context.Context, handler HandlerFunc, step *Ste
 	tctx, cancelT := context.WithTimeout(hctx, timeout)
 	defer cancelT()
 
+	s.w.cfg.Observer.StepStarted(s.env.Workflow, s.env.Node, s.node.Type, time.Since(s.meta.Timestamp))
+	began := time.Now()
+	defer func() { s.took = time.Since(began) }()
 	done := make(chan result, 1)
 	go func() {
 		defer func() {
@@ -459,6 +468,11 @@ func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, at
 		return err
 	}
 	s.dropProgress(ctx)
+	outcome := OutcomeSucceeded
+	if next.Fallback {
+		outcome = OutcomeFallback
+	}
+	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, outcome, s.took)
 	if s.w.at(pointDoneWritten) {
 		return errDead
 	}
@@ -498,6 +512,7 @@ func (s *stepRun) failed(ctx context.Context, next checkpoint.Node, rev uint64, 
 	}
 	next.Attempts, next.LastError = attempt, msg
 	s.logger().Info("attempt failed; will retry", "attempt", attempt, "wait", wait, "err", workflow.OneLine(msg, 300))
+	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeRetried, s.took)
 	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
 }
 
@@ -556,10 +571,11 @@ func (s *stepRun) deadLetter(ctx context.Context, st *checkpoint.Node, rev uint6
 		return err
 	}
 	s.logger().Warn("step moved to the DLQ", "attempt", attempts, "reason", reason, "dlq_id", seq, "err", workflow.OneLine(errText, 300))
+	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeadLettered, s.took)
 	if s.w.at(pointDeadWritten) {
 		return errDead
 	}
-	if _, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndFailed, Reason: s.endReason(reason), At: time.Now().UTC()}); err != nil {
+	if err := s.endRun(ctx, checkpoint.EndFailed, s.endReason(reason)); err != nil {
 		return err
 	}
 	if s.w.at(pointEndWritten) {
@@ -635,6 +651,19 @@ func (s *stepRun) sinkDone(ctx context.Context) error {
 			return errDead
 		}
 	}
-	_, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndCompleted, At: time.Now().UTC()})
-	return err
+	return s.endRun(ctx, checkpoint.EndCompleted, "")
+}
+
+// endRun creates the run's end (an existing one is kept) and, when this call wrote it,
+// reports the run's duration.
+func (s *stepRun) endRun(ctx context.Context, status, reason string) error {
+	at := time.Now().UTC()
+	created, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: status, Reason: reason, At: at})
+	if err != nil || !created {
+		return err
+	}
+	if r, err := s.w.store.Run(ctx, s.env.RunID); err == nil {
+		s.w.cfg.Observer.RunFinished(s.env.Workflow, status, at.Sub(r.Created))
+	}
+	return nil
 }

@@ -111,6 +111,7 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 		}
 	}
 	s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
+	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, 0)
 	return nil, true, s.deferFree(ctx, st, rev, wait)
 }
 

@@ -62,6 +62,8 @@ type Config struct {
 	AllowEnv []string
 	// Version is reported in the worker's presence record.
 	Version string
+	// Observer receives step and run events for metrics (default: none).
+	Observer Observer
 
 	// hook, in tests, is called at the crash points of the state machine; returning true
 	// stops the worker dead there (its connection is closed, nothing more is written).
@@ -85,6 +87,9 @@ func (c Config) WithDefaults() Config {
 	c.PollWait = cmp.Or(c.PollWait, DefaultPollWait)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
@@ -324,7 +329,7 @@ func (w *Worker) startShared(ctx context.Context, types []string) error {
 	defer w.mu.Unlock()
 	w.presence = p
 	w.limits = breaker.NewLimits(p.count)
-	w.breakers = breaker.New(bkv, w.cfg.ID, breaker.Options{Logger: w.log, OnTrip: w.onTrip})
+	w.breakers = breaker.New(bkv, w.cfg.ID, breaker.Options{Logger: w.log, OnTrip: w.onTrip, OnState: w.cfg.Observer.BreakerState})
 	return nil
 }
 

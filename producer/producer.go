@@ -40,6 +40,8 @@ type Config struct {
 	Names workflow.Names
 	// MaxInputBytes is the largest run input accepted (default 256 KiB).
 	MaxInputBytes int
+	// OnStart, when set, is called with the workflow's name for every new run (metrics).
+	OnStart func(workflow string)
 }
 
 // Producer starts runs.
@@ -126,6 +128,9 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 		if dup && fresh {
 			return "", fmt.Errorf("%w: step %s of new run %s was already stored", ErrDuplicate, n.Name, id)
 		}
+	}
+	if fresh && p.cfg.OnStart != nil {
+		p.cfg.OnStart(name)
 	}
 	return id, nil
 }

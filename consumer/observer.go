@@ -1,0 +1,53 @@
+package consumer
+
+import (
+	"time"
+
+	"github.com/jetflow-dev/jetflow/breaker"
+)
+
+// Outcome is how one delivery of a step ended, as metrics count it.
+type Outcome string
+
+// Outcomes of a step delivery.
+const (
+	OutcomeSucceeded        Outcome = "succeeded"
+	OutcomeRetried          Outcome = "retried"
+	OutcomeDeadLettered     Outcome = "dead_lettered"
+	OutcomeSkippedDuplicate Outcome = "skipped_duplicate"
+	OutcomeFallback         Outcome = "fallback"
+	OutcomeDeferredBreaker  Outcome = "deferred_breaker"
+)
+
+// Observer receives what a worker does, for metrics and health. Every method must be cheap
+// and safe for concurrent use; the metrics package implements it. Labels never include a run
+// ID.
+type Observer interface {
+	// StepStarted is called when a handler starts; wait is the time since the step message
+	// was stored (schedule-to-start).
+	StepStarted(workflow, node, nodeType string, wait time.Duration)
+	// StepFinished is called once per delivery that reached an outcome; took is the handler's
+	// run time (zero when no handler ran).
+	StepFinished(workflow, node, nodeType string, outcome Outcome, took time.Duration)
+	// StepRerun is called when a handler runs again after a crash or an ignored timeout.
+	StepRerun(workflow, node string)
+	// HandlerAbandoned is called when a handler ignored its timeout and was left running.
+	HandlerAbandoned(workflow, node string)
+	// InFlight is called with +1 when a step starts and -1 when it ends.
+	InFlight(delta int)
+	// RunFinished is called by the worker that ended a run (status completed or failed).
+	RunFinished(workflow, status string, took time.Duration)
+	// BreakerState is called when this worker sees a breaker key change state.
+	BreakerState(key string, state breaker.State)
+}
+
+// nopObserver is the default Observer.
+type nopObserver struct{}
+
+func (nopObserver) StepStarted(string, string, string, time.Duration)           {}
+func (nopObserver) StepFinished(string, string, string, Outcome, time.Duration) {}
+func (nopObserver) StepRerun(string, string)                                    {}
+func (nopObserver) HandlerAbandoned(string, string)                             {}
+func (nopObserver) InFlight(int)                                                {}
+func (nopObserver) RunFinished(string, string, time.Duration)                   {}
+func (nopObserver) BreakerState(string, breaker.State)                          {}
