@@ -1,0 +1,182 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/producer"
+	jsetup "github.com/jetflow-dev/jetflow/setup"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// clusterFixture is a 3-node cluster set up at R3 with three workers, one per node.
+type clusterFixture struct {
+	t     *testing.T
+	c     *natstest.Cluster
+	names workflow.Names
+	js    jetstream.JetStream
+	store *checkpoint.Store
+	prod  *producer.Producer
+	runs  counter
+}
+
+func connectTo(t *testing.T, c *natstest.Cluster, first int) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	urls := strings.Split(c.URLs(), ",")
+	urls[0], urls[first] = urls[first], urls[0]
+	nc, err := nats.Connect(strings.Join(urls, ","), nats.DontRandomize(), nats.MaxReconnects(-1),
+		nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+func setupCluster(t *testing.T) *clusterFixture {
+	t.Helper()
+	c := natstest.StartCluster(t, 3)
+	_, js := connectTo(t, c, 0)
+	names := workflow.MustNames("jetflow")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := jsetup.Run(ctx, js, jsetup.Config{Names: names, Replicas: 3,
+		Types: []jsetup.ConsumerConfig{{Type: "work", AckWait: 3 * time.Second}}}); err != nil {
+		t.Fatal(err)
+	}
+	store, err := checkpoint.Open(ctx, js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &clusterFixture{t: t, c: c, names: names, js: js, store: store, prod: producer.New(js, store, producer.Config{Names: names})}
+	wf := workflow.New("chain")
+	wf.Node("a", "work")
+	wf.Node("b", "work", "a")
+	wf.Node("c", "work", "b")
+	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		_, wjs := connectTo(t, c, i)
+		wstore, err := checkpoint.Open(ctx, wjs, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := New(wjs, wstore, Config{Names: names, ID: fmt.Sprintf("worker-%d", i), PollWait: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
+			f.runs.inc(s)
+			time.Sleep(5 * time.Millisecond)
+			return s.Node, nil
+		})
+		wctx, stop := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { _ = w.Run(wctx); close(done) }()
+		t.Cleanup(func() { stop(); <-done })
+	}
+	return f
+}
+
+// start starts n runs, retrying through a leader election.
+func (f *clusterFixture) start(n int) []string {
+	var ids []string
+	for i := range n {
+		id := fmt.Sprintf("run-%03d", i)
+		natstest.Eventually(f.t, 60*time.Second, func() bool {
+			_, err := f.prod.Start(context.Background(), "chain", []byte(`{}`), producer.StartOptions{ID: id})
+			return err == nil
+		}, "could not start run %s", id)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// check waits for every run to complete and checks each node was recorded once, by a
+// handler that ran again only where a fault explains it.
+func (f *clusterFixture) check(ids []string) {
+	f.t.Helper()
+	for _, id := range ids {
+		var end *checkpoint.End
+		natstest.Eventually(f.t, 120*time.Second, func() bool {
+			e, _, err := f.store.End(context.Background(), id)
+			end = e
+			return err == nil && e != nil
+		}, "run %s did not end", id)
+		if end.Status != checkpoint.EndCompleted {
+			f.t.Fatalf("run %s ended %s (%s)", id, end.Status, end.Reason)
+		}
+	}
+	reruns := 0
+	for _, id := range ids {
+		for _, n := range []string{"a", "b", "c"} {
+			st, _, err := f.store.Node(context.Background(), id, n)
+			if err != nil || st == nil || st.Status != checkpoint.StatusDone || string(st.Output) != `"`+n+`"` {
+				f.t.Fatalf("run %s node %s: %+v (%v)", id, n, st, err)
+			}
+			if k := f.runs.get(id, n); k > 1 {
+				reruns += k - 1
+			} else if k == 0 {
+				f.t.Fatalf("run %s node %s is done but its handler never ran", id, n)
+			}
+		}
+	}
+	f.t.Logf("%d runs completed; %d handler re-runs (a step whose ack was lost in the fault)", len(ids), reruns)
+}
+
+// TestClusterStepsLeaderKilled: 150 runs on an R3 cluster with three workers on three nodes;
+// the steps stream's leader is killed mid-way and restarted. Every run completes and every
+// node result is recorded once.
+func TestClusterStepsLeaderKilled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	f := setupCluster(t)
+	ids := f.start(50) // a third of the runs start before the fault, the rest through it
+	s, err := f.js.Stream(context.Background(), f.names.StepsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader := f.c.Index(info.Cluster.Leader)
+	if leader < 0 {
+		t.Fatalf("no leader for %s", f.names.StepsStream())
+	}
+	f.c.Stop(leader)
+	ids = append(ids, f.start(150)[50:]...)
+	f.c.Restart(leader)
+	f.check(ids)
+}
+
+// TestClusterRollingRestart restarts the three nodes one by one under load: no run is lost.
+func TestClusterRollingRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	f := setupCluster(t)
+	ids := f.start(30)
+	for i := range 3 {
+		f.c.Stop(i)
+		more := f.start(30 * (i + 2))
+		ids = append(ids, more[30*(i+1):]...)
+		f.c.Restart(i)
+		f.c.WaitReady()
+	}
+	f.check(ids)
+}
