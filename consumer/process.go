@@ -150,10 +150,11 @@ func (s *stepRun) run(ctx context.Context) error {
 	}
 	wroteRunning, gated := false, false
 	var (
-		before *checkpoint.Node // the state before this delivery marked it running
-		with   map[string]any
-		ticket *breaker.Ticket
-		bs     breaker.Settings
+		before  *checkpoint.Node // the state before this delivery marked it running
+		with    map[string]any
+		ticket  *breaker.Ticket
+		bs      breaker.Settings
+		release func() // the quarantine slot of a crash suspect
 	)
 	for try := 0; ; try++ {
 		if try == checkpoint.MaxCASRetries {
@@ -197,17 +198,31 @@ func (s *stepRun) run(ctx context.Context) error {
 				return s.deadLetter(ctx, st, rev, st.Attempts, reason, cmpOr(st.LastError, reason))
 			}
 			s.w.cfg.Observer.StepRerun(s.env.Workflow, s.env.Node)
+			// Count the crash, and mark the step not running: a crash while it waits for
+			// the quarantine below is not its own.
 			next := *st
 			next.Crashes++
-			next.Delivery, next.Worker, next.StartedAt = n, s.w.cfg.ID, time.Now().UTC()
+			next.Status, next.Delivery = checkpoint.StatusRetrying, 0
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
 			if errors.Is(err, checkpoint.ErrConflict) {
 				continue
 			} else if err != nil {
 				return err
 			}
-			before, st, rev, wroteRunning = st, &next, r, true
-		} else if n > 1 {
+			st, rev = &next, r
+		}
+		if st != nil && st.Crashes > 0 && release == nil {
+			// A step that was running when a worker died runs alone in this worker (one
+			// crash suspect at a time), so a poison step cannot take innocent steps down
+			// with it again and again until their crash counts reach the DLQ.
+			if release = s.w.quarantine(ctx, s.msg, s.ts.ackWait); release == nil {
+				_ = s.msg.Nak()
+				return nil
+			}
+			defer release()
+			continue // the state may have moved while this delivery waited
+		}
+		if n > 1 {
 			// A redelivery: mark the attempt running first so a crash during it is counted.
 			next := checkpoint.Node{Dispatch: s.env.Dispatch}
 			if st != nil {

@@ -127,6 +127,7 @@ type Worker struct {
 	dead     chan struct{} // closed when a test hook stopped the worker dead
 	deadOnce sync.Once
 
+	suspect  chan struct{}     // one crash suspect runs at a time in this worker
 	env      map[string]string // allowed environment for expressions
 	breakers *breaker.Set
 	limits   *breaker.Limits
@@ -157,7 +158,25 @@ func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) (*Worker, 
 		cancels:  map[string]bool{},
 		dead:     make(chan struct{}),
 		env:      allowedEnv(cfg.AllowEnv),
+		suspect:  make(chan struct{}, 1),
 	}, nil
+}
+
+// quarantine waits for this worker's crash-suspect slot, sending heartbeats for msg while it
+// waits; it returns the release func, or nil when ctx ended first.
+func (w *Worker) quarantine(ctx context.Context, msg jetstream.Msg, ackWait time.Duration) func() {
+	t := time.NewTicker(max(ackWait/3, 100*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case w.suspect <- struct{}{}:
+			return func() { <-w.suspect }
+		case <-t.C:
+			_ = msg.InProgress()
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // handler returns the handler of typ, or nil.

@@ -83,6 +83,8 @@ type Entry struct {
 	Worker          string    `json:"worker,omitempty"`
 	OriginalSubject string    `json:"original_subject,omitempty"`
 	Body            []byte    `json:"-"`
+
+	header nats.Header // the message's headers, for Show
 }
 
 // Filter selects entries; zero fields match everything.
@@ -106,18 +108,11 @@ func (f Filter) match(e *Entry) bool {
 
 // List returns the entries matching f, oldest first.
 func List(ctx context.Context, js jetstream.JetStream, names workflow.Names, f Filter) ([]*Entry, error) {
-	s, err := js.Stream(ctx, names.DLQStream())
-	if err != nil {
-		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			return nil, fmt.Errorf("stream %s is missing: run `jetflow setup` first", names.DLQStream())
-		}
-		return nil, err
-	}
-	info, err := s.Info(ctx)
+	s, err := stream(ctx, js, names)
 	if err != nil {
 		return nil, err
 	}
-	if info.State.Msgs == 0 {
+	if s.CachedInfo().State.Msgs == 0 {
 		return nil, nil
 	}
 	subject := names.DLQSubjects()[0]
@@ -137,30 +132,92 @@ func List(ctx context.Context, js jetstream.JetStream, names workflow.Names, f F
 		return nil, err
 	}
 	var out []*Entry
-	for {
-		msg, err := c.Next(jetstream.FetchMaxWait(2 * time.Second))
-		if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
-			break
-		}
-		if err != nil {
-			return out, err
-		}
-		meta, err := msg.Metadata()
-		if err != nil {
-			return out, err
-		}
+	err = each(c, func(msg jetstream.Msg, meta *jetstream.MsgMetadata) bool {
 		e := FromMsg(meta.Sequence.Stream, msg.Headers(), msg.Data())
+		e.fromSubject(names, msg.Subject())
 		if f.match(e) {
 			out = append(out, e)
 			if f.Limit > 0 && len(out) >= f.Limit {
-				break
+				return false
 			}
 		}
-		if meta.NumPending == 0 {
-			break
+		return true
+	})
+	return out, err
+}
+
+// each calls fn with every message an ordered consumer has to deliver now, in order, until
+// fn returns false. It fetches in batches, without waiting for messages that are not there.
+func each(c jetstream.Consumer, fn func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
+	if info := c.CachedInfo(); info != nil && info.NumPending == 0 {
+		return nil
+	}
+	for {
+		batch, err := c.FetchNoWait(500)
+		if err != nil {
+			return err
+		}
+		n, pending := 0, uint64(0)
+		stop := false
+		for msg := range batch.Messages() {
+			n++
+			if stop {
+				continue // drain the batch
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			pending = meta.NumPending
+			stop = !fn(msg, meta)
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return err
+		}
+		if stop {
+			return nil
+		}
+		if n == 0 {
+			// Nothing ready at once: wait a moment for one more before calling it the end.
+			msg, err := c.Next(jetstream.FetchMaxWait(time.Second))
+			if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			meta, err := msg.Metadata()
+			if err != nil {
+				return err
+			}
+			pending = meta.NumPending
+			if !fn(msg, meta) {
+				return nil
+			}
+		}
+		if pending == 0 {
+			return nil
 		}
 	}
-	return out, nil
+}
+
+// fromSubject fills in the workflow and node of an entry whose body did not name them from
+// the DLQ subject it is kept under.
+func (e *Entry) fromSubject(names workflow.Names, subject string) {
+	if e.Workflow != "" && e.Node != "" {
+		return
+	}
+	rest, ok := strings.CutPrefix(subject, strings.TrimSuffix(names.DLQSubject("x", "y"), "x.y"))
+	wf, node, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || subject == names.DLQMalformedSubject() {
+		return
+	}
+	if e.Workflow == "" {
+		e.Workflow = wf
+	}
+	if e.Node == "" {
+		e.Node = node
+	}
 }
 
 // FromMsg reads an entry from a DLQ message's headers and body.
@@ -174,6 +231,7 @@ func FromMsg(seq uint64, h nats.Header, body []byte) *Entry {
 		Worker:          h.Get(workflow.HeaderWorker),
 		OriginalSubject: h.Get(workflow.HeaderOriginalSubject),
 		Body:            slices.Clone(body),
+		header:          h,
 	}
 	e.Attempts, _ = strconv.Atoi(h.Get(workflow.HeaderAttempts))
 	e.FailedAt, _ = time.Parse(time.RFC3339, h.Get(workflow.HeaderFailedAt))

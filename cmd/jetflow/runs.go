@@ -1,17 +1,21 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 func (a *app) runsCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "runs", Aliases: []string{"run"}, Short: "Inspect runs", Args: cobra.NoArgs, RunE: groupHelp}
+	cmd := &cobra.Command{Use: "runs", Aliases: []string{"run"}, Short: "List, inspect, watch and cancel runs", Args: cobra.NoArgs, RunE: groupHelp}
 	get := &cobra.Command{
 		Use:   "get ID",
 		Short: "Show a run and each node's state",
@@ -24,7 +28,7 @@ func (a *app) runsCmd() *cobra.Command {
 			defer c.Close()
 			v, err := c.store.Describe(cmd.Context(), args[0])
 			if errors.Is(err, checkpoint.ErrNotFound) {
-				return failedErr(fmt.Errorf("no run %q: check the ID (it may have been purged after its retention)", args[0]))
+				return noRun(args[0])
 			} else if err != nil {
 				return failedErr(err)
 			}
@@ -57,6 +61,199 @@ func (a *app) runsCmd() *cobra.Command {
 		},
 	}
 	get.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
-	cmd.AddCommand(get)
+	cmd.AddCommand(a.runsLsCmd(), get, a.runsWatchCmd(), a.runsCancelCmd())
+	return cmd
+}
+
+// noRun is the one-line error for an unknown run ID.
+func noRun(id string) error {
+	return failedErr(fmt.Errorf("no run %q: check the ID (it may have been purged after its retention)", workflow.OneLine(id, 80)))
+}
+
+func (a *app) runsLsCmd() *cobra.Command {
+	var (
+		f         checkpoint.RunFilter
+		sinceFlag string
+	)
+	cmd := &cobra.Command{
+		Use:   "ls",
+		Short: "List runs, newest first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.Status != "" && !slices.Contains(checkpoint.RunStatuses, f.Status) {
+				return usageErr(fmt.Errorf("--status %q: use one of %s", workflow.OneLine(f.Status, 40), strings.Join(checkpoint.RunStatuses, ", ")))
+			}
+			if f.Limit < 0 {
+				return usageErr(errors.New("--limit must be positive (0: no limit)"))
+			}
+			var err error
+			if f.Since, err = since("--since", sinceFlag); err != nil {
+				return err
+			}
+			c, err := a.connect(cmd.Context(), "runs ls", false, true)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			runs, err := c.store.ListRuns(cmd.Context(), f)
+			if err != nil {
+				return failedErr(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(runs)
+			}
+			tw := table(a.stdout)
+			fmt.Fprintln(tw, "ID\tWORKFLOW\tSTATUS\tAGE\tDURATION\tREASON")
+			for _, r := range runs {
+				dur := "-"
+				if r.EndedAt != nil {
+					dur = r.EndedAt.Sub(r.CreatedAt).Round(time.Millisecond).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Workflow, r.Status, age(r.CreatedAt), dur, short(r.Reason, 60))
+			}
+			return tw.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.Status, "status", "", "only runs in this status: "+strings.Join(checkpoint.RunStatuses, ", "))
+	fl.StringVar(&f.Workflow, "workflow", "", "only runs of this workflow")
+	fl.StringVar(&sinceFlag, "since", "", "only runs started within this duration (e.g. 1h)")
+	fl.IntVar(&f.Limit, "limit", 50, "at most this many runs (0: all)")
+	fl.BoolVar(&a.jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+// watchLine is one event of `runs watch --json`.
+type watchLine struct {
+	At    time.Time        `json:"at"`
+	Node  string           `json:"node,omitempty"`
+	State *checkpoint.Node `json:"state,omitempty"`
+	End   *checkpoint.End  `json:"end,omitempty"`
+}
+
+func (a *app) runsWatchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "watch ID",
+		Short: "Print each node change of a run until it ends; exit 0 completed, 1 failed or cancelled",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := a.connect(cmd.Context(), "runs watch", true, true)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			enc := json.NewEncoder(a.stdout)
+			end, err := c.store.WatchRun(cmd.Context(), args[0], func(ev checkpoint.RunEvent) {
+				if a.jsonOut {
+					_ = enc.Encode(watchLine{At: ev.At, Node: ev.Node, State: ev.State, End: ev.End})
+					return
+				}
+				at := ev.At.Local().Format("15:04:05")
+				if ev.End != nil {
+					line := "run " + ev.End.Status
+					if ev.End.Reason != "" {
+						line += ": " + ev.End.Reason
+					}
+					fmt.Fprintf(a.stdout, "%s %s\n", at, line)
+					return
+				}
+				fmt.Fprintf(a.stdout, "%s %s %s\n", at, ev.Node, nodeChange(ev.State))
+			})
+			switch {
+			case errors.Is(err, checkpoint.ErrNotFound):
+				return noRun(args[0])
+			case err != nil:
+				return failedErr(err)
+			case end.Status != checkpoint.EndCompleted:
+				return &exitError{code: exitFailed, silent: true}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print one JSON object a line")
+	return cmd
+}
+
+// nodeChange says what a node state means, in a few words.
+func nodeChange(st *checkpoint.Node) string {
+	switch st.Status {
+	case checkpoint.StatusRunning:
+		s := fmt.Sprintf("running (attempt %d", st.Attempts+1)
+		if st.Crashes > 0 {
+			s += fmt.Sprintf(", after %d crashed %s", st.Crashes, plural(st.Crashes, "delivery", "deliveries"))
+		}
+		return s + ")"
+	case checkpoint.StatusDone:
+		if st.Fallback {
+			return fmt.Sprintf("done by its fallback (attempt %d)", st.Attempts)
+		}
+		return fmt.Sprintf("done (attempt %d)", st.Attempts)
+	case checkpoint.StatusDead:
+		s := fmt.Sprintf("dead (attempt %d)", st.Attempts)
+		if st.Reason != "" {
+			s += ": " + st.Reason
+		}
+		if st.DLQSeq != 0 {
+			s += fmt.Sprintf("; DLQ entry %d", st.DLQSeq)
+		}
+		return s
+	case checkpoint.StatusRetrying:
+		switch {
+		case strings.HasPrefix(st.Dispatch, "r") && st.Attempts == 0:
+			s := fmt.Sprintf("retrying (replay %d, of DLQ entry %s", st.Replays, st.Dispatch[1:])
+			if len(st.Input) > 0 {
+				s += ", edited input"
+			}
+			return s + ")"
+		case st.Attempts > 0 && st.LastError != "":
+			s := fmt.Sprintf("retrying after attempt %d failed: %s", st.Attempts, short(workflow.OneLine(st.LastError, 200), 100))
+			if !st.NotBefore.IsZero() {
+				s += " (next at " + st.NotBefore.Local().Format("15:04:05") + ")"
+			}
+			return s
+		case !st.NotBefore.IsZero():
+			return "waiting until " + st.NotBefore.Local().Format("15:04:05")
+		}
+		return "retrying"
+	}
+	return st.Status
+}
+
+func (a *app) runsCancelCmd() *cobra.Command {
+	var reason string
+	cmd := &cobra.Command{
+		Use:   "cancel ID",
+		Short: "Cancel a run: running handlers see their context cancelled, queued steps are skipped",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id := args[0]
+			c, err := a.connect(cmd.Context(), "runs cancel", false, true)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			cancelled, err := c.store.Cancel(cmd.Context(), id, reason)
+			var ended *checkpoint.EndedError
+			switch {
+			case errors.Is(err, checkpoint.ErrNotFound):
+				return noRun(id)
+			case errors.As(err, &ended):
+				return failedErr(fmt.Errorf("%w: nothing to cancel", err))
+			case err != nil:
+				return failedErr(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(map[string]any{"id": id, "status": checkpoint.EndCancelled, "already": !cancelled})
+			}
+			if cancelled {
+				fmt.Fprintf(a.stdout, "cancelled %s\n", id)
+			} else {
+				fmt.Fprintf(a.stdout, "run %s was already cancelled\n", id)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded as the run's end reason (default \""+checkpoint.DefaultCancelReason+"\")")
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd
 }

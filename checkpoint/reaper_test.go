@@ -1,0 +1,168 @@
+package checkpoint_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// fullRun records a run with every kind of key, ended with status at ended ("" : running).
+func (f *fixture) fullRun(id, status string, ended time.Time) {
+	f.t.Helper()
+	ctx := context.Background()
+	f.run(id, "wf", ended.Add(-time.Minute), "", time.Time{})
+	kv := f.store.KV()
+	for _, k := range []string{workflow.NodeKey(id, "a"), workflow.NodeKey(id, "b"), workflow.JoinKey(id, "b"),
+		workflow.SinksKey(id), workflow.ProgressKey(id, "a")} {
+		if _, err := kv.Create(ctx, k, []byte(`{}`)); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	switch status {
+	case "":
+	case checkpoint.EndCancelled:
+		if _, err := f.store.Cancel(ctx, id, ""); err != nil {
+			f.t.Fatal(err)
+		}
+		// Cancel ends the run now; move its end back to ended.
+		e, rev, err := f.store.End(ctx, id)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		e.At = ended
+		if err := f.store.DeleteEnd(ctx, id, rev); err != nil {
+			f.t.Fatal(err)
+		}
+		if _, err := f.store.CreateEnd(ctx, id, e); err != nil {
+			f.t.Fatal(err)
+		}
+	default:
+		if _, err := f.store.CreateEnd(ctx, id, &checkpoint.End{Status: status, At: ended}); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// keysOf lists the keys of the runs bucket that belong to run.
+func (f *fixture) keysOf(run string) []string {
+	f.t.Helper()
+	l, err := f.store.KV().ListKeys(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []string
+	for k := range l.Keys() {
+		if strings.Contains(k+".", "."+run+".") {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func TestReaper(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	base := time.Now().UTC()
+	old := base.Add(-8 * 24 * time.Hour)
+	f.fullRun("reap-old", checkpoint.EndCancelled, old)
+	f.fullRun("reap-dlq", checkpoint.EndFailed, old)
+	f.fullRun("reap-young", checkpoint.EndCompleted, base.Add(-24*time.Hour))
+	f.fullRun("reap-live", "", base.Add(-30*24*time.Hour))
+	dlqID, err := dlq.Publish(ctx, f.js, f.names, []byte(`{}`), dlq.Failure{Workflow: "wf", Node: "a", RunID: "reap-dlq", Reason: "permanent error", StreamSeq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A schedule the cancelled run left parked in the steps stream.
+	sched := f.names.SchedSubject("reap-old", "a", 1)
+	if _, err := f.js.Publish(ctx, sched, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.keysOf("reap-old")); n != 8 {
+		t.Fatalf("reap-old has %d keys, want 8", n)
+	}
+
+	clock := func() time.Time { return base }
+	r := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Clock: clock, Owner: "a"})
+	n, err := r.Sweep(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("Sweep: %d, %v; want 1 run purged", n, err)
+	}
+	if keys := f.keysOf("reap-old"); len(keys) != 0 {
+		t.Errorf("reap-old keys left: %v", keys)
+	}
+	steps, err := f.js.Stream(ctx, f.names.StepsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := steps.GetLastMsgForSubject(ctx, sched); !errors.Is(err, jetstream.ErrMsgNotFound) {
+		t.Errorf("the cancelled run's schedule should be purged: %v", err)
+	}
+	for run, want := range map[string]int{"reap-dlq": 7, "reap-young": 7, "reap-live": 6} {
+		if keys := f.keysOf(run); len(keys) != want {
+			t.Errorf("%s: %d keys %v, want %d (it must be kept)", run, len(keys), keys, want)
+		}
+	}
+
+	// One reaper at a time: another owner finds the lease held.
+	other := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Clock: clock, Owner: "b"})
+	if _, err := other.Sweep(ctx); !errors.Is(err, checkpoint.ErrLeaseHeld) {
+		t.Errorf("a second reaper: want ErrLeaseHeld, got %v", err)
+	}
+	// The holder sweeps again; once the DLQ entry is gone, the failed run goes too.
+	if n, err := r.Sweep(ctx); err != nil || n != 0 {
+		t.Errorf("second sweep: %d, %v; want nothing to do", n, err)
+	}
+	if _, err := dlq.Delete(ctx, f.js, f.names, dlqID); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := r.Sweep(ctx); err != nil || n != 1 || len(f.keysOf("reap-dlq")) != 0 {
+		t.Errorf("sweep after the DLQ entry went: %d, %v, keys %v", n, err, f.keysOf("reap-dlq"))
+	}
+	// The lease expires: the other reaper takes it over, and purges runs as they age.
+	later := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Clock: func() time.Time { return base.Add(2 * time.Hour) }, Owner: "b"})
+	if n, err := later.Sweep(ctx); err != nil || n != 0 {
+		t.Errorf("sweep two hours later: %d, %v; want the lease and nothing to purge", n, err)
+	}
+	week := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Clock: func() time.Time { return base.Add(7 * 24 * time.Hour) }, Owner: "b"})
+	if n, err := week.Sweep(ctx); err != nil || n != 1 || len(f.keysOf("reap-young")) != 0 {
+		t.Errorf("sweep a week later: %d, %v, reap-young keys %v", n, err, f.keysOf("reap-young"))
+	}
+	if keys := f.keysOf("reap-live"); len(keys) != 6 {
+		t.Errorf("a run that has not ended is never purged: keys %v", keys)
+	}
+}
+
+func TestReaperRun(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	base := time.Now().UTC()
+	f.fullRun("reap-me", checkpoint.EndCompleted, base.Add(-time.Hour))
+	r := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Retention: time.Minute, Interval: 50 * time.Millisecond, Owner: "a"})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	natstest.Eventually(t, 10*time.Second, func() bool { return len(f.keysOf("reap-me")) == 0 }, "Run did not purge the run")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Run: %v", err)
+	}
+	// Run gave the lease up: another reaper sweeps at once.
+	other := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Owner: "b"})
+	if _, err := other.Sweep(context.Background()); err != nil {
+		t.Errorf("sweep after Run stopped: %v", err)
+	}
+	bad := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Retention: -time.Hour})
+	if err := bad.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Retention") {
+		t.Errorf("a negative retention: %v", err)
+	}
+}
