@@ -64,6 +64,9 @@ type Config struct {
 	Version string
 	// Observer receives step and run events for metrics (default: none).
 	Observer Observer
+	// Retention is how long a run's keys are kept after it ends (default 7 days); every
+	// worker runs the reaper, one at a time cluster-wide through a lease.
+	Retention time.Duration
 
 	// hook, in tests, is called at the crash points of the state machine; returning true
 	// stops the worker dead there (its connection is closed, nothing more is written).
@@ -292,6 +295,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		bg.Go(func() { _ = w.breakers.Run(fetchCtx) })
 		bg.Go(func() { w.presence.run(fetchCtx) })
 		bg.Go(func() { _ = dlq.NewSweeper(w.js, w.store, w.cfg.Names, w.cfg.ID, w.log).Run(fetchCtx) })
+		bg.Go(func() {
+			_ = checkpoint.NewReaper(w.js, w.store, w.cfg.Names, checkpoint.ReaperConfig{
+				Retention: w.cfg.Retention, Owner: w.cfg.ID, Logger: w.log}).Run(fetchCtx)
+		})
 		w.watchCancels(fetchCtx)
 		bg.Wait()
 	}()

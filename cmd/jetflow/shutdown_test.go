@@ -70,7 +70,9 @@ func TestSIGTERMDrainsAndHandsBack(t *testing.T) {
 	// Stop it once it is busy: some steps done, some running, some prefetched.
 	natstest.Eventually(t, 30*time.Second, func() bool {
 		r := e.cli("runs", "get", ids[0], "--json")
-		var v struct{ Nodes map[string]struct{ Status string } }
+		var v struct {
+			Nodes map[string]struct{ Status string }
+		}
 		_ = json.Unmarshal([]byte(r.stdout), &v)
 		return v.Nodes["a"].Status == "done"
 	}, "worker 1 finished no step")

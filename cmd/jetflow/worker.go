@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/nodes"
 )
@@ -20,6 +21,7 @@ func (a *app) workerCmd() *cobra.Command {
 		drainTimeout time.Duration
 		workflowsDir string
 		allowEnv     string
+		retention    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -47,7 +49,10 @@ func (a *app) workerCmd() *cobra.Command {
 					return err
 				}
 			}
-			cfg := consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout}
+			if retention < 0 {
+				return usageErr(errors.New("--retention must be positive"))
+			}
+			cfg := consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout, Retention: retention}
 			if allowEnv != "" {
 				cfg.AllowEnv = strings.Split(allowEnv, ",")
 			}
@@ -59,6 +64,7 @@ func (a *app) workerCmd() *cobra.Command {
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
 	f.DurationVar(&drainTimeout, "drain-timeout", consumer.DefaultDrainTimeout, "on shutdown, how long running steps may finish")
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory at start")
+	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
 	f.StringVar(&allowEnv, "allow-env", "", "environment variables ${{ env.NAME }} expressions may read, comma-separated (e.g. API_KEY)")
 	return cmd
 }
