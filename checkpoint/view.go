@@ -43,6 +43,11 @@ type NodeView struct {
 	Fallback  bool            `json:"fallback,omitempty"`
 	Reason    string          `json:"reason,omitempty"`
 	DLQID     uint64          `json:"dlq_id,omitempty"`
+	// Replays counts operator replays of the node from the DLQ.
+	Replays int `json:"replays,omitempty"`
+	// EditedFrom is the DLQ entry whose replay replaced the node's input with Input.
+	EditedFrom uint64          `json:"edited_from,omitempty"`
+	Input      json.RawMessage `json:"input,omitempty"`
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -84,7 +89,10 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 		if st != nil {
 			nv = &NodeView{Status: st.Status, Attempts: st.Attempts, Output: st.Output, Error: st.LastError,
 				StartedAt: timePtr(st.StartedAt), EndedAt: timePtr(st.EndedAt), Fallback: st.Fallback,
-				Reason: st.Reason, DLQID: st.DLQSeq}
+				Reason: st.Reason, DLQID: st.DLQSeq, Replays: st.Replays, EditedFrom: st.EditedFrom}
+			if st.EditedFrom != 0 {
+				nv.Input = st.Input
+			}
 			if st.Status == StatusRetrying {
 				nv.NotBefore = timePtr(st.NotBefore)
 			}
