@@ -12,11 +12,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/tracing"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -97,6 +100,13 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 	case node.Type != ts.typ:
 		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: node %s is of type %s, delivered as %s", env.Node, node.Type, ts.typ))
 		return
+	}
+	if w.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = w.cfg.Tracer.Tracer("jetflow").Start(tracing.Extract(ctx, msg.Headers()), "step "+env.Workflow+"."+env.Node,
+			trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(tracing.AttrWorkflow.String(env.Workflow), tracing.AttrNode.String(env.Node), tracing.AttrRun.String(env.RunID)))
+		defer span.End()
 	}
 	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node}
 	key := workflow.IdempotencyKey(env.RunID, env.Node)
@@ -252,7 +262,17 @@ func (s *stepRun) run(ctx context.Context) error {
 	}
 	startedAt := time.Now().UTC()
 
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(tracing.AttrAttempt.Int(attempt))
+		defer func() {
+			if step.err != nil {
+				span.RecordError(step.err)
+				span.SetStatus(codes.Error, workflow.OneLine(step.err.Error(), 200))
+			}
+		}()
+	}
 	out, herr, abandoned := s.invokeWith(ctx, s.ts.handler, step)
+	step.err = herr
 	if !abandoned {
 		s.reportBreaker(ctx, ticket, bs, herr)
 		ticket = nil

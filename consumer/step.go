@@ -34,6 +34,7 @@ type Step struct {
 	Fallback string
 
 	run *stepRun // for progress; nil in handlers called outside a worker
+	err error    // the handler's error, for the step's span
 }
 
 // ErrNoProgress is returned by Progress when no progress was saved for the step.

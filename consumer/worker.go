@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
@@ -64,6 +65,8 @@ type Config struct {
 	Version string
 	// Observer receives step and run events for metrics (default: none).
 	Observer Observer
+	// Tracer, when set, makes a span per step, child of the span that published it.
+	Tracer trace.TracerProvider
 	// Retention is how long a run's keys are kept after it ends (default 7 days); every
 	// worker runs the reaper, one at a time cluster-wide through a lease.
 	Retention time.Duration

@@ -15,8 +15,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/tracing"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -42,6 +44,8 @@ type Config struct {
 	MaxInputBytes int
 	// OnStart, when set, is called with the workflow's name for every new run (metrics).
 	OnStart func(workflow string)
+	// Tracer, when set, traces each start; its span is the parent of the run's steps.
+	Tracer trace.TracerProvider
 }
 
 // Producer starts runs.
@@ -96,6 +100,12 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	}
 	if err != nil {
 		return "", err
+	}
+	if p.cfg.Tracer != nil {
+		var span trace.Span
+		ctx, span = p.cfg.Tracer.Tracer("jetflow").Start(ctx, "run "+name, trace.WithSpanKind(trace.SpanKindProducer),
+			trace.WithAttributes(tracing.AttrWorkflow.String(name), tracing.AttrRun.String(id)))
+		defer span.End()
 	}
 	rec := &checkpoint.Run{ID: id, Workflow: name, Def: ref.Hash, Input: input, Created: time.Now().UTC()}
 	fresh := true
@@ -172,6 +182,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	msg.Header.Set(workflow.HeaderMsgID, env.MsgID())
 	msg.Header.Set(workflow.HeaderRun, env.RunID)
 	msg.Header.Set(workflow.HeaderNode, env.Node)
+	tracing.Inject(ctx, msg.Header)
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
 		return false, fmt.Errorf("publish step %s of run %s: %w", env.Node, env.RunID, err)
@@ -196,6 +207,7 @@ func Schedule(ctx context.Context, js jetstream.JetStream, names workflow.Names,
 	msg.Header.Set(workflow.HeaderNode, env.Node)
 	msg.Header.Set(workflow.HeaderSchedule, "@at "+at.UTC().Format(time.RFC3339Nano))
 	msg.Header.Set(workflow.HeaderScheduleTarget, names.StepSubject(nodeType, env.Workflow, env.Node))
+	tracing.Inject(ctx, msg.Header)
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
 		return false, fmt.Errorf("schedule step %s of run %s: %w", env.Node, env.RunID, err)

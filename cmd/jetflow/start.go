@@ -10,6 +10,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/tracing"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -48,7 +49,16 @@ func (a *app) startCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			p := producer.New(c.js, c.store, producer.Config{Names: c.names, MaxInputBytes: maxInput})
+			tp, shutdown, err := tracing.Setup(cmd.Context(), "jetflow-cli", version)
+			if err != nil {
+				return failedErr(err)
+			}
+			defer func() { _ = shutdown(context.WithoutCancel(cmd.Context())) }()
+			pcfg := producer.Config{Names: c.names, MaxInputBytes: maxInput}
+			if tp != nil {
+				pcfg.Tracer = tp
+			}
+			p := producer.New(c.js, c.store, pcfg)
 			runID, err := p.Start(cmd.Context(), name, in, producer.StartOptions{ID: id})
 			switch {
 			case errors.Is(err, producer.ErrUnknownWorkflow):

@@ -12,6 +12,7 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/nodes"
+	"github.com/jetflow-dev/jetflow/tracing"
 )
 
 func (a *app) workerCmd() *cobra.Command {
@@ -74,6 +75,14 @@ func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config) error
 	cfg.Names = c.names
 	cfg.Logger = a.logger()
 	cfg.Version = version
+	tp, shutdown, err := tracing.Setup(ctx, "jetflow-worker", version)
+	if err != nil {
+		return failedErr(err)
+	}
+	defer func() { _ = shutdown(context.WithoutCancel(ctx)) }()
+	if tp != nil {
+		cfg.Tracer = tp
+	}
 	w, err := consumer.New(c.js, c.store, cfg)
 	if err != nil {
 		return usageErr(err)
