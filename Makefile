@@ -1,7 +1,7 @@
 # jetflow — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help test race lint bench chaos build dev
+.PHONY: help test race lint bench fuzz chaos build dev
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-8s %s\n", $$1, $$2}'
@@ -25,6 +25,11 @@ lint: ## gofmt, go vet, and golangci-lint when installed
 bench: ## engine vs hand-written JetStream pipeline (steps/s)
 	$(GO) test ./consumer -run '^$$' -bench . -benchtime 1x -count 5
 
-chaos: ## the long suite (fuzzing for 30 s a target)
-	$(GO) test ./workflow -run '^$$' -fuzz FuzzDecodeEnvelope -fuzztime 30s
-	$(GO) test ./workflow -run '^$$' -fuzz FuzzParse -fuzztime 30s
+fuzz: ## every fuzz target for 30 s (decoders of outside input)
+	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 30s
+	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s
+	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 30s
+	$(GO) test ./nodes -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime 30s
+	$(GO) test ./dlq -run '^$$' -fuzz '^FuzzFromMsg$$' -fuzztime 30s
+
+chaos: fuzz ## the long suite: fuzzing, then the chaos scenarios
