@@ -1,0 +1,85 @@
+package setup_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/setup"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestSetupIsIdempotentAndKeepsPauses(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	names := workflow.MustNames("acme")
+	cfg := setup.Config{Names: names, Types: []setup.ConsumerConfig{{Type: "summarize", MaxAckPending: 20, AckWait: time.Minute}}}
+	first, err := setup.Run(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(first.Lines, "\n"), "stream ACME_STEPS: created") {
+		t.Fatalf("first setup: %v", first.Lines)
+	}
+	// The runs bucket reads from the leader.
+	s, err := js.Stream(ctx, "KV_"+names.RunsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.CachedInfo().Config.AllowDirect {
+		t.Fatal("the runs bucket allows direct gets")
+	}
+	steps, _ := js.Stream(ctx, names.StepsStream())
+	sc := steps.CachedInfo().Config
+	if sc.Retention != jetstream.WorkQueuePolicy || !sc.AllowMsgSchedules || sc.MaxMsgs > 0 || sc.MaxBytes > 0 || sc.MaxAge != 0 || sc.Duplicates != 10*time.Minute {
+		t.Fatalf("steps stream config %+v", sc)
+	}
+	// A paused consumer stays paused through a second setup.
+	until := time.Now().Add(time.Hour)
+	if _, err := js.PauseConsumer(ctx, names.StepsStream(), names.Consumer("summarize"), until); err != nil {
+		t.Fatal(err)
+	}
+	second, err := setup.Run(ctx, js, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.Join(second.Lines, "\n"), "created") {
+		t.Fatalf("second setup created something: %v", second.Lines)
+	}
+	c, err := js.Consumer(ctx, names.StepsStream(), names.Consumer("summarize"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Paused || info.Config.MaxAckPending != 20 || info.Config.AckWait != time.Minute {
+		t.Fatalf("consumer after a second setup: paused %v, config %+v", info.Paused, info.Config)
+	}
+}
+
+func TestSetupRefusesWhatCannotChangeInPlace(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	names := workflow.MustNames("jetflow")
+	// A steps stream someone made with limits retention.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: names.StepsStream(), Subjects: names.StepSubjects()}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := setup.Run(ctx, js, setup.Config{Names: names})
+	if err == nil || !strings.Contains(err.Error(), "cannot be changed in place") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("got %v, want a one-line error saying what cannot change", err)
+	}
+}
