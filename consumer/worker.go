@@ -31,7 +31,7 @@ import (
 const (
 	DefaultConcurrency  = 16
 	DefaultDrainTimeout = 30 * time.Second
-	DefaultPollWait     = time.Second
+	DefaultPollWait     = 5 * time.Second
 	// HeartbeatGrace is how long past its timeout a handler that ignores its context keeps
 	// getting heartbeats before it is left to the ack wait.
 	HeartbeatGrace = 10 * time.Second
@@ -54,7 +54,9 @@ type Config struct {
 	// MaxOutputBytes is the largest node output recorded (default 256 KiB); a larger one
 	// fails the node permanently.
 	MaxOutputBytes int
-	// PollWait is how long one pull request waits for steps (default 1 s).
+	// PollWait is how long one pull request stays open on the server (default 5 s); the
+	// server sends idle heartbeats every PollWait/2, and a pull lost to a consumer leader
+	// change is noticed within two missed heartbeats.
 	PollWait time.Duration
 	// Logger receives the worker's logs (default: discard).
 	Logger *slog.Logger
@@ -128,6 +130,7 @@ type Worker struct {
 	handlers map[string]HandlerFunc
 	running  map[string]map[*runningStep]struct{} // by run ID, for cancels
 	inflight map[string]inflight                  // by idempotency key: steps this worker is processing
+	states   map[string]*typeState                // by node type, once Run started
 	cancels  map[string]bool                      // cancelled runs seen by the watch
 
 	dead     chan struct{} // closed when a test hook stopped the worker dead
@@ -231,6 +234,10 @@ type typeState struct {
 	ackWait    time.Duration
 	maxDeliver int
 	slots      chan struct{}
+
+	running     atomic.Int32 // steps of this type running now
+	limit       atomic.Int32 // health monitor's cap on running steps (0: Concurrency)
+	pausedUntil atomic.Int64 // health monitor's pause, unix nanoseconds (0: none)
 }
 
 // Run consumes until ctx ends, then stops fetching, lets running steps finish for up to
@@ -270,6 +277,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			ts.slots <- struct{}{}
 		}
 		states = append(states, ts)
+		w.mu.Lock()
+		if w.states == nil {
+			w.states = map[string]*typeState{}
+		}
+		w.states[t] = ts
+		w.mu.Unlock()
 	}
 
 	if err := w.startShared(ctx, types); err != nil {
@@ -384,6 +397,9 @@ func (w *Worker) onTrip(key string, until time.Time) {
 func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync.WaitGroup) {
 	backoff := 100 * time.Millisecond
 	for fetchCtx.Err() == nil {
+		if !ts.waitUnpaused(fetchCtx) {
+			return
+		}
 		it, err := ts.cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency), jetstream.PullExpiry(max(w.cfg.PollWait, time.Second)))
 		if err != nil {
 			w.log.Warn("pull failed", "type", ts.typ, "err", err)
@@ -405,8 +421,10 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync
 			}
 		}()
 		for {
-			if acquire1(fetchCtx, ts.slots) == 0 {
-				// Shutting down: hand every buffered step back at once, unstarted.
+			if ts.paused() || acquire1(fetchCtx, ts.slots) == 0 {
+				// Shutting down, or paused by the health monitor: hand every buffered step
+				// back at once, unstarted.
+				it.Drain()
 				for {
 					msg, err := it.Next()
 					if err != nil {
@@ -414,32 +432,113 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync
 					}
 					_ = msg.Nak()
 				}
-				close(stopped)
-				return
+				break
+			}
+			if !ts.waitBelowLimit(fetchCtx) {
+				release(ts.slots, 1)
+				continue // shutting down: the check above hands the buffer back
 			}
 			msg, err := it.Next()
 			if err != nil {
 				release(ts.slots, 1)
 				if fetchCtx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					w.log.Warn("pull interrupted", "type", ts.typ, "err", err)
+					// A missed heartbeat (a lost pull request, a leader change, a starved
+					// machine) or a reconnect: pull again.
+					level := slog.LevelWarn
+					if errors.Is(err, jetstream.ErrNoHeartbeat) {
+						level = slog.LevelDebug
+					}
+					w.log.Log(fetchCtx, level, "pull interrupted; pulling again", "type", ts.typ, "err", err)
 				}
 				break
 			}
-			if fetchCtx.Err() != nil {
+			if fetchCtx.Err() != nil || ts.paused() {
 				_ = msg.Nak()
 				release(ts.slots, 1)
 				continue
 			}
 			wg.Add(1)
+			ts.running.Add(1)
+			w.inFlight.Add(1)
+			w.cfg.Observer.InFlight(1)
 			go func() {
 				defer wg.Done()
 				defer release(ts.slots, 1)
+				defer ts.running.Add(-1)
+				defer w.inFlight.Add(-1)
+				defer w.cfg.Observer.InFlight(-1)
 				w.process(workCtx, ts, msg)
 			}()
 		}
 		close(stopped)
 		it.Stop()
 	}
+}
+
+// paused reports whether the health monitor paused this type in this worker.
+func (ts *typeState) paused() bool {
+	until := ts.pausedUntil.Load()
+	return until != 0 && time.Now().UnixNano() < until
+}
+
+// waitUnpaused waits out a pause; false when ctx ended first.
+func (ts *typeState) waitUnpaused(ctx context.Context) bool {
+	for ts.paused() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return ctx.Err() == nil
+}
+
+// waitBelowLimit waits while the type runs as many steps as the health monitor allows; false
+// when ctx ended first.
+func (ts *typeState) waitBelowLimit(ctx context.Context) bool {
+	for {
+		limit := ts.limit.Load()
+		if limit <= 0 || ts.running.Load() < limit {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// SetTypeConcurrency makes this worker run at most n steps of typ at once (at most its
+// Concurrency); the health monitor calls it for a degraded type.
+func (w *Worker) SetTypeConcurrency(typ string, n int) {
+	if ts := w.typeState(typ); ts != nil {
+		if n >= w.cfg.Concurrency {
+			n = 0
+		}
+		ts.limit.Store(int32(max(n, 0)))
+	}
+}
+
+// PauseType stops this worker fetching steps of typ until until (or ResumeType); its
+// prefetched steps are handed back. The health monitor calls it for an unhealthy type.
+func (w *Worker) PauseType(typ string, until time.Time) {
+	if ts := w.typeState(typ); ts != nil {
+		ts.pausedUntil.Store(until.UnixNano())
+	}
+}
+
+// ResumeType lifts a pause of typ.
+func (w *Worker) ResumeType(typ string) {
+	if ts := w.typeState(typ); ts != nil {
+		ts.pausedUntil.Store(0)
+	}
+}
+
+func (w *Worker) typeState(typ string) *typeState {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.states[typ]
 }
 
 func acquire1(ctx context.Context, slots chan struct{}) int {

@@ -1,4 +1,10 @@
-// Package metrics will hold jetflow's Prometheus collectors, the health monitor and the HTTP
-// server (/metrics, /healthz, /readyz, /api/…, the dashboard). It is empty until the
-// observability issue.
+// Package metrics owns what operators see of jetflow: the Prometheus series (Metrics, which a
+// worker calls through consumer.Observer and a producer through RunStarted, plus a collector
+// that reads backlog and DLQ depth from the broker at scrape time), the health monitor that
+// acts on node types that keep failing (Health), the cluster-wide views read from the broker
+// (ReadOverview, Activity), and the HTTP server (Server): /metrics, /healthz, /readyz, the
+// JSON API under /api/, Server-Sent Events at /events, and the dashboard at /.
+//
+// Nothing here uses the default Prometheus registry or a global logger: both are injected.
+// No series is labelled with a run ID.
 package metrics

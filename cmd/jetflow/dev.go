@@ -15,6 +15,7 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/internal/embedded"
+	"github.com/jetflow-dev/jetflow/metrics"
 	"github.com/jetflow-dev/jetflow/setup"
 )
 
@@ -25,6 +26,7 @@ func (a *app) devCmd() *cobra.Command {
 	var (
 		dataDir, workflowsDir string
 		port, concurrency     int
+		hf                    httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -99,7 +101,14 @@ func (a *app) devCmd() *cobra.Command {
 			if port != devPort {
 				natsFlag = " --nats " + url
 			}
+			o, err := a.newObs(c, hf, concurrency, func() bool { return ctx.Err() != nil }, 20)
+			if err != nil {
+				return err
+			}
 			fmt.Fprintf(a.stdout, "NATS: %s\n", url)
+			if u := o.url(); u != "" {
+				fmt.Fprintf(a.stdout, "Dashboard: %s\n", u)
+			}
 			fmt.Fprintf(a.stdout, "Data: %s\n", abs)
 			if len(applied) > 0 {
 				fmt.Fprintf(a.stdout, "Workflows: %v (from %s)\n", applied, workflowsDir)
@@ -110,7 +119,7 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
 			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
-			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second})
+			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second}, o)
 			fmt.Fprintln(a.stdout, "Stopped.")
 			if err != nil && !errors.Is(err, ctx.Err()) {
 				return err
@@ -123,5 +132,6 @@ func (a *app) devCmd() *cobra.Command {
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory (default ./examples when present)")
 	f.IntVar(&port, "port", 0, "NATS port (default 4222, or a free one if 4222 is taken)")
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
+	hf.register(cmd, metrics.DefaultAddr)
 	return cmd
 }

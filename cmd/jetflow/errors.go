@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"strings"
 
@@ -81,6 +83,14 @@ func natsErr(url string, err error) error {
 		return failedErr(errors.New("NATS at " + url + " refused the credentials: check --creds, --user/--password, --token or --nkey"))
 	case errors.Is(err, checkpoint.ErrNotSetUp):
 		return failedErr(err)
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var badCert *tls.CertificateVerificationError
+	switch {
+	case errors.As(err, &unknownCA), errors.As(err, &badCert):
+		return failedErr(errors.New("NATS at " + url + " presented a TLS certificate this machine does not trust (" + err.Error() + "): pass its CA with --tls-ca (or NATS_CA)"))
+	case strings.Contains(err.Error(), "closed by remote after TLS handshake"), strings.Contains(err.Error(), "remote error: tls:"):
+		return failedErr(errors.New("NATS at " + url + " closed the connection after the TLS handshake: it wants a client certificate signed by its CA: pass --tls-cert and --tls-key (or NATS_CERT and NATS_KEY)"))
 	}
 	return failedErr(errors.New("cannot connect to NATS at " + url + ": " + err.Error()))
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -31,6 +32,9 @@ type app struct {
 	token, tlsCA, tlsCert, tlsKey string
 	jsonOut                       bool
 	verbose                       bool
+
+	// denied is the last permissions violation NATS reported to this process.
+	denied atomic.Pointer[string]
 }
 
 // run is the whole CLI: it parses args and runs one command.
@@ -42,6 +46,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	if d := a.denied.Load(); err != nil && d != nil && !isSilent(err) {
+		// A refused request gets no answer, so the command only saw a timeout: say why.
+		return failedErr(fmt.Errorf("NATS refused this user %s (%s): use credentials whose permissions allow it", *d, oneLine(err.Error())))
+	}
 	if err != nil {
 		var ee *exitError
 		if !errors.As(err, &ee) && isCobraUsage(err) {
@@ -91,7 +99,8 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.tlsCert, "tls-cert", env("NATS_CERT", ""), "client certificate file for mutual TLS (env NATS_CERT)")
 	pf.StringVar(&a.tlsKey, "tls-key", env("NATS_KEY", ""), "client key file for mutual TLS (env NATS_KEY)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log more")
-	root.AddCommand(a.devCmd(), a.setupCmd(), a.workflowsCmd(), a.startCmd(), a.runsCmd(), a.workerCmd(), a.dlqCmd())
+	root.AddCommand(a.devCmd(), a.setupCmd(), a.workflowsCmd(), a.startCmd(), a.runsCmd(), a.workerCmd(), a.dlqCmd(),
+		a.workersCmd(), a.topCmd(), a.benchCmd())
 	return root
 }
 
@@ -121,6 +130,22 @@ func (a *app) natsOptions(name string, persistent bool) ([]nats.Option, error) {
 	} else {
 		opts = append(opts, nats.MaxReconnects(2), nats.ReconnectWait(200*time.Millisecond))
 	}
+	// nats.go's default handler writes asynchronous errors straight to os.Stderr; keep a
+	// permissions violation for the command's one-line error, and log the rest (a worker
+	// logs everything).
+	opts = append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) {
+			s := strings.TrimPrefix(err.Error(), nats.ErrPermissionViolation.Error()+": ")
+			s = strings.Replace(s, "Permissions Violation for ", "", 1)
+			a.denied.Store(&s)
+			if !persistent {
+				return
+			}
+		}
+		if persistent || a.verbose {
+			a.logger().Error("NATS", "err", err)
+		}
+	}))
 	if a.creds != "" {
 		opts = append(opts, nats.UserCredentials(a.creds))
 	}

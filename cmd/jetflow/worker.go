@@ -23,6 +23,7 @@ func (a *app) workerCmd() *cobra.Command {
 		workflowsDir string
 		allowEnv     string
 		retention    time.Duration
+		hf           httpFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -57,7 +58,11 @@ func (a *app) workerCmd() *cobra.Command {
 			if allowEnv != "" {
 				cfg.AllowEnv = strings.Split(allowEnv, ",")
 			}
-			return a.runWorker(ctx, c, cfg)
+			o, err := a.newObs(c, hf, concurrency, func() bool { return ctx.Err() != nil }, 0)
+			if err != nil {
+				return err
+			}
+			return a.runWorker(ctx, c, cfg, o)
 		},
 	}
 	f := cmd.Flags()
@@ -66,13 +71,15 @@ func (a *app) workerCmd() *cobra.Command {
 	f.DurationVar(&drainTimeout, "drain-timeout", consumer.DefaultDrainTimeout, "on shutdown, how long running steps may finish")
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory at start")
 	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
+	hf.register(cmd, "")
 	f.StringVar(&allowEnv, "allow-env", "", "environment variables ${{ env.NAME }} expressions may read, comma-separated (e.g. API_KEY)")
 	return cmd
 }
 
 // runWorker runs a worker with the built-in node types until ctx ends.
-func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config) error {
+func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config, o *obs) error {
 	cfg.Names = c.names
+	cfg.Observer = o.observer()
 	cfg.Logger = a.logger()
 	cfg.Version = version
 	tp, shutdown, err := tracing.Setup(ctx, "jetflow-worker", version)
@@ -88,6 +95,8 @@ func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config) error
 		return usageErr(err)
 	}
 	nodes.Register(w)
+	o.attach(w)
+	defer o.start()() // the server outlives the drain: /readyz says 503 while draining
 	if err := w.Run(ctx); err != nil {
 		return failedErr(err)
 	}

@@ -1,0 +1,370 @@
+package benchjs
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/nodes"
+	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/setup"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// Workflow is the name of the benchmark's workflow.
+const Workflow = "bench"
+
+// DefaultSample is how many node states Engine reads for the step latency.
+const DefaultSample = 1000
+
+// EngineConfig sizes an engine run. Zero fields take the defaults.
+type EngineConfig struct {
+	// Names is the installation the run uses (required). Its prefix must be unused: Engine
+	// sets it up and deletes every stream and bucket of it when it returns.
+	Names workflow.Names
+	// Runs is how many runs start (default 2,000).
+	Runs int
+	// Steps is the length of the linear workflow (default 5).
+	Steps int
+	// Concurrency is the worker's concurrency (default 64).
+	Concurrency int
+	// Payload is the size in bytes of every run's input, which every step carries (default 0).
+	Payload int
+	// Replicas of the streams and buckets (default 1).
+	Replicas int
+	// Sample is how many node states to read for the step latency (default 1,000).
+	Sample int
+	// Published and Ended, when set, count the runs started and the runs ended (progress).
+	Published, Ended *atomic.Int64
+	// Stall is how long to wait without a run ending before giving up (default 1 min).
+	Stall time.Duration
+	// Logger receives the worker's logs (default: discard).
+	Logger *slog.Logger
+	// Version is the worker's version in its presence record.
+	Version string
+}
+
+// WithDefaults returns c with zero fields filled in.
+func (c EngineConfig) WithDefaults() EngineConfig {
+	c.Runs = cmp.Or(c.Runs, DefaultRuns)
+	c.Steps = cmp.Or(c.Steps, DefaultSteps)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
+	c.Replicas = cmp.Or(c.Replicas, 1)
+	c.Sample = cmp.Or(c.Sample, DefaultSample)
+	c.Stall = cmp.Or(c.Stall, DefaultStall)
+	if c.Published == nil {
+		c.Published = new(atomic.Int64)
+	}
+	if c.Ended == nil {
+		c.Ended = new(atomic.Int64)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return c
+}
+
+func (c EngineConfig) validate() error {
+	switch {
+	case c.Names.Prefix() == "":
+		return errors.New("benchjs: Names is required")
+	case c.Runs < 0, c.Steps < 0, c.Concurrency < 0, c.Payload < 0, c.Sample < 0:
+		return errors.New("benchjs: Runs, Steps, Concurrency, Payload and Sample must be positive")
+	}
+	return nil
+}
+
+// Quantiles are the median and the 99th percentile of a latency.
+type Quantiles struct {
+	P50, P99 time.Duration
+}
+
+// EngineResult is what Engine measured.
+type EngineResult struct {
+	Result
+	// Failed counts the runs that ended other than completed.
+	Failed int
+	// StepLatency is over Sampled node states: started_at (the handler starts) to ended_at
+	// (its result is recorded).
+	StepLatency Quantiles
+	Sampled     int
+	// RunLatency is end.at − max(run created, worker start). Every run is queued before the
+	// worker starts, so it includes the wait behind the rest of the batch.
+	RunLatency Quantiles
+}
+
+// Engine sets up cfg.Names, applies a linear workflow of cfg.Steps noop nodes, starts
+// cfg.Runs runs, then starts an in-process worker and times it until every run ended. It
+// reads a sample of node states for the step latency, and deletes the installation.
+func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResult, err error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.validate(); err != nil {
+		return res, err
+	}
+	n := cfg.Names
+	nc, err := dial("jetflow bench producer")
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		err = errors.Join(err, Delete(dctx, js, n))
+	}()
+	if _, err := setup.Run(ctx, js, setup.Config{Names: n, Replicas: cfg.Replicas}); err != nil {
+		return res, fmt.Errorf("setup %s: %w", n.Prefix(), err)
+	}
+	store, err := checkpoint.Open(ctx, js, n)
+	if err != nil {
+		return res, err
+	}
+	wf := workflow.New(Workflow)
+	for i := range cfg.Steps {
+		if i == 0 {
+			wf.Node(nodeName(i), "noop")
+		} else {
+			wf.Node(nodeName(i), "noop", nodeName(i-1))
+		}
+	}
+	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
+		return res, fmt.Errorf("apply workflow: %w", err)
+	}
+	prod := producer.New(js, store, producer.Config{Names: n})
+	input := Input(cfg.Payload)
+	ids := make([]string, cfg.Runs)
+	if err := parallel(ctx, cfg.Runs, 32, func(ctx context.Context, i int) error {
+		id, err := prod.Start(ctx, Workflow, input, producer.StartOptions{})
+		ids[i] = id
+		cfg.Published.Add(1)
+		return err
+	}); err != nil {
+		return res, fmt.Errorf("start runs: %w", err)
+	}
+
+	ends := newEndCounter(cfg.Ended, cfg.Runs)
+	watcher, err := store.KV().Watch(ctx, workflow.EndKey("*"), jetstream.UpdatesOnly())
+	if err != nil {
+		return res, fmt.Errorf("watch ends: %w", err)
+	}
+	defer func() { _ = watcher.Stop() }()
+	var watching sync.WaitGroup
+	watching.Go(func() { ends.read(watcher.Updates()) })
+
+	stopWorker, workerDone, failed, err := startWorker(ctx, dial, cfg)
+	if err != nil {
+		return res, err
+	}
+	start := time.Now()
+	err = waitEnded(ctx, cfg.Ended, int64(cfg.Runs), cfg.Stall, anyClosed(ends.done, workerDone), failed)
+	elapsed := time.Since(start)
+	stopWorker()
+	_ = watcher.Stop()
+	watching.Wait()
+	got := ends.snapshot()
+	res.Result = Result{Runs: len(got), Steps: len(got) * cfg.Steps, Elapsed: elapsed}
+	if err != nil {
+		return res, err
+	}
+	runLat := make([]time.Duration, 0, len(got))
+	for _, e := range got {
+		if e.Status != checkpoint.EndCompleted {
+			res.Failed++
+		}
+		runLat = append(runLat, e.At.Sub(start))
+	}
+	res.RunLatency = quantiles(runLat)
+	stepLat, err := sampleSteps(ctx, store, ids, cfg.Steps, cfg.Sample)
+	if err != nil {
+		return res, err
+	}
+	res.Sampled, res.StepLatency = len(stepLat), quantiles(stepLat)
+	if res.Failed > 0 {
+		return res, fmt.Errorf("%d of %d runs did not complete", res.Failed, len(got))
+	}
+	return res, nil
+}
+
+// startWorker runs a noop worker on its own connection. stop cancels it and waits; done
+// closes when it returns, and failed then holds why.
+func startWorker(ctx context.Context, dial Dialer, cfg EngineConfig) (stop func(), done chan struct{}, failed *atomic.Pointer[error], err error) {
+	nc, err := dial("jetflow bench worker")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	store, err := checkpoint.Open(ctx, js, cfg.Names)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	w, err := consumer.New(js, store, consumer.Config{
+		Names: cfg.Names, ID: cfg.Names.Prefix() + "-worker", Types: []string{"noop"},
+		Concurrency: cfg.Concurrency, DrainTimeout: 5 * time.Second, Logger: cfg.Logger, Version: cfg.Version,
+	})
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	w.Handle("noop", nodes.Noop)
+	wctx, cancel := context.WithCancel(ctx)
+	done = make(chan struct{})
+	failed = new(atomic.Pointer[error])
+	go func() {
+		defer close(done)
+		err := w.Run(wctx)
+		if wctx.Err() == nil {
+			err = fmt.Errorf("worker stopped: %w", cmp.Or(err, errors.New("no error")))
+			failed.Store(&err)
+		}
+	}()
+	return func() { cancel(); <-done; nc.Close() }, done, failed, nil
+}
+
+// endCounter collects the end records the watch delivers.
+type endCounter struct {
+	ended *atomic.Int64
+	want  int
+	done  chan struct{}
+
+	mu   sync.Mutex
+	ends map[string]checkpoint.End
+}
+
+func newEndCounter(ended *atomic.Int64, want int) *endCounter {
+	return &endCounter{ended: ended, want: want, done: make(chan struct{}), ends: make(map[string]checkpoint.End, want)}
+}
+
+func (c *endCounter) read(updates <-chan jetstream.KeyValueEntry) {
+	closed := false
+	for e := range updates {
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		var end checkpoint.End
+		if json.Unmarshal(e.Value(), &end) != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, seen := c.ends[e.Key()]; !seen {
+			c.ends[e.Key()] = end
+			c.ended.Add(1)
+		}
+		n := len(c.ends)
+		c.mu.Unlock()
+		if n >= c.want && !closed {
+			closed = true
+			close(c.done)
+		}
+	}
+}
+
+func (c *endCounter) snapshot() []checkpoint.End {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]checkpoint.End, 0, len(c.ends))
+	for _, e := range c.ends {
+		out = append(out, e)
+	}
+	return out
+}
+
+// sampleSteps reads node states of runs spread over ids, up to sample states in all, and
+// returns their started_at → ended_at.
+func sampleSteps(ctx context.Context, store *checkpoint.Store, ids []string, steps, sample int) ([]time.Duration, error) {
+	if len(ids) == 0 || steps == 0 || sample == 0 {
+		return nil, nil
+	}
+	k := min(len(ids), (sample+steps-1)/steps)
+	type key struct{ run, node string }
+	var keys []key
+	for j := range k {
+		run := ids[j*len(ids)/k]
+		for i := range steps {
+			if len(keys) < sample {
+				keys = append(keys, key{run, nodeName(i)})
+			}
+		}
+	}
+	out := make([]time.Duration, len(keys))
+	err := parallel(ctx, len(keys), 16, func(ctx context.Context, i int) error {
+		st, _, err := store.Node(ctx, keys[i].run, keys[i].node)
+		if err != nil {
+			return err
+		}
+		if st == nil || st.StartedAt.IsZero() || st.EndedAt.IsZero() {
+			return fmt.Errorf("node %s of run %s has no recorded start and end", keys[i].node, keys[i].run)
+		}
+		out[i] = st.EndedAt.Sub(st.StartedAt)
+		return nil
+	})
+	return out, err
+}
+
+// quantiles returns the nearest-rank median and 99th percentile of d (which it sorts).
+func quantiles(d []time.Duration) Quantiles {
+	if len(d) == 0 {
+		return Quantiles{}
+	}
+	slices.Sort(d)
+	at := func(q float64) time.Duration {
+		i := int(q*float64(len(d))+0.999999) - 1
+		return d[min(max(i, 0), len(d)-1)]
+	}
+	return Quantiles{P50: at(0.50), P99: at(0.99)}
+}
+
+// Delete deletes every stream and bucket of the installation n; missing ones are fine.
+func Delete(ctx context.Context, js jetstream.JetStream, n workflow.Names) error {
+	return deleteStreams(ctx, js, n.StepsStream(), n.DLQStream(), n.AdvisoryStream(),
+		"KV_"+n.RunsBucket(), "KV_"+n.WorkflowsBucket(), "KV_"+n.BreakersBucket(), "KV_"+n.WorkersBucket(),
+		"OBJ_"+n.BlobsBucket())
+}
+
+func nodeName(i int) string { return fmt.Sprintf("s%d", i) }
+
+// anyClosed returns a channel that closes when any of cs does.
+func anyClosed(cs ...<-chan struct{}) <-chan struct{} {
+	out := make(chan struct{})
+	var once sync.Once
+	for _, c := range cs {
+		go func() {
+			select {
+			case <-c:
+				once.Do(func() { close(out) })
+			case <-out:
+			}
+		}()
+	}
+	return out
+}
+
+// PipelineName is the name Pipeline should use next to an engine installation n, so the
+// deletion of one never touches the other.
+func PipelineName(n workflow.Names, raw bool) string {
+	if raw {
+		return strings.ReplaceAll(n.Prefix(), "-", "_") + "_raw"
+	}
+	return strings.ReplaceAll(n.Prefix(), "-", "_") + "_base"
+}
