@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,5 +153,56 @@ func BenchmarkBaseline(b *testing.B) {
 		nc2.Close()
 		_ = kv
 		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
+	}
+}
+
+// BenchmarkStepLatency measures one step's end-to-end latency with nothing queued (C=1, one
+// run at a time): from a node's result being recorded to its child's result being recorded —
+// the child's publish, delivery, KV read, handler, KV write. Reports p50 and p99.
+func BenchmarkStepLatency(b *testing.B) {
+	const runs = 200
+	for range b.N {
+		b.StopTimer()
+		f := setupB(b)
+		wf := workflow.New("latency")
+		prev := []string{}
+		for i := range benchSteps {
+			wf.Node(fmt.Sprintf("s%d", i), "noop", prev...)
+			prev = []string{fmt.Sprintf("s%d", i)}
+		}
+		if _, _, err := f.store.ApplyWorkflow(context.Background(), wf); err != nil {
+			b.Fatal(err)
+		}
+		stop := f.benchWorkerC(b, 1)
+		var lat []time.Duration
+		b.StartTimer()
+		for i := range runs {
+			id, err := f.prod.Start(context.Background(), "latency", []byte(fmt.Sprintf(`{"i":%d}`, i)), startOpts())
+			if err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			_, err = f.store.WaitEnd(ctx, id)
+			cancel()
+			if err != nil {
+				b.Fatal(err)
+			}
+			var prevEnd time.Time
+			for s := range benchSteps {
+				st, _, err := f.store.Node(context.Background(), id, fmt.Sprintf("s%d", s))
+				if err != nil || st == nil {
+					b.Fatal(err)
+				}
+				if s > 0 {
+					lat = append(lat, st.EndedAt.Sub(prevEnd))
+				}
+				prevEnd = st.EndedAt
+			}
+		}
+		b.StopTimer()
+		stop()
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50_ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99_ms")
 	}
 }

@@ -59,7 +59,10 @@ func waitCount(b *testing.B, n *atomic.Int64, want int64) {
 }
 
 // benchWorker runs a noop worker with benchInFlight slots on its own connection.
-func (f *fixture) benchWorker(b *testing.B) func() {
+func (f *fixture) benchWorker(b *testing.B) func() { return f.benchWorkerC(b, benchInFlight) }
+
+// benchWorkerC runs a noop worker with c slots on its own connection.
+func (f *fixture) benchWorkerC(b *testing.B, c int) func() {
 	nc, err := nats.Connect(f.srv.ClientURL())
 	if err != nil {
 		b.Fatal(err)
@@ -69,7 +72,7 @@ func (f *fixture) benchWorker(b *testing.B) func() {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := New(js, store, Config{Names: f.names, Concurrency: benchInFlight, Types: []string{"noop"}})
+	w, err := New(js, store, Config{Names: f.names, Concurrency: c, Types: []string{"noop"}})
 	if err != nil {
 		b.Fatal(err)
 	}
