@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"time"
 
@@ -116,6 +117,9 @@ func (a *app) devCmd() *cobra.Command {
 			example := "WORKFLOW"
 			if len(applied) > 0 {
 				example = applied[0]
+			}
+			if slices.Contains(applied, "diamond") {
+				example = "diamond" // the examples' showcase
 			}
 			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
 			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
