@@ -31,10 +31,12 @@ type Run struct {
 
 // Node is the state of one node of one run.
 type Node struct {
-	Status    string          `json:"status"`
-	Attempts  int             `json:"attempts"`
-	Crashes   int             `json:"crashes,omitempty"`
-	Delivery  uint64          `json:"delivery,omitempty"`
+	Status   string `json:"status"`
+	Attempts int    `json:"attempts"`
+	Crashes  int    `json:"crashes,omitempty"`
+	Delivery uint64 `json:"delivery,omitempty"`
+	// Seq is the steps-stream sequence of the message whose delivery marked the node running.
+	Seq       uint64          `json:"seq,omitempty"`
 	Dispatch  string          `json:"dispatch"`
 	NotBefore time.Time       `json:"not_before,omitzero"`
 	LastError string          `json:"last_error,omitempty"`

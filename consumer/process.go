@@ -201,6 +201,13 @@ func (s *stepRun) run(ctx context.Context) error {
 			}()
 		}
 		n := s.meta.NumDelivered
+		if st != nil && st.Status == checkpoint.StatusRunning && st.Seq != 0 && st.Seq != s.meta.Sequence.Stream {
+			// Another copy of this step (another message) is the one marked running: it is
+			// live elsewhere, or will be redelivered if its worker died. This copy is a
+			// duplicate, not a crash.
+			s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
+			return s.msg.Ack()
+		}
 		if st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n {
 			// The previous delivery crashed or timed out while it ran the handler.
 			if st.Crashes+1 >= s.node.MaxCrashesOrDefault() {
@@ -212,7 +219,7 @@ func (s *stepRun) run(ctx context.Context) error {
 			// the quarantine below is not its own.
 			next := *st
 			next.Crashes++
-			next.Status, next.Delivery = checkpoint.StatusRetrying, 0
+			next.Status, next.Delivery, next.Seq = checkpoint.StatusRetrying, 0, 0
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
 			if errors.Is(err, checkpoint.ErrConflict) {
 				continue
@@ -239,7 +246,7 @@ func (s *stepRun) run(ctx context.Context) error {
 				next = *st
 			}
 			next.Status = checkpoint.StatusRunning
-			next.Delivery, next.Worker, next.StartedAt = n, s.w.cfg.ID, time.Now().UTC()
+			next.Delivery, next.Seq, next.Worker, next.StartedAt = n, s.meta.Sequence.Stream, s.w.cfg.ID, time.Now().UTC()
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
 			if errors.Is(err, checkpoint.ErrConflict) {
 				continue
@@ -479,7 +486,7 @@ func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, a
 		if st != nil {
 			base = *st
 		}
-		base.Worker, base.StartedAt, base.Delivery = s.w.cfg.ID, startedAt, 0
+		base.Worker, base.StartedAt, base.Delivery, base.Seq = s.w.cfg.ID, startedAt, 0, 0
 		var err error
 		if herr == nil {
 			base.Fallback = fallback
@@ -598,7 +605,7 @@ func (s *stepRun) deadLetter(ctx context.Context, st *checkpoint.Node, rev uint6
 		next = *st
 	}
 	next.Status, next.Attempts, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, attempts, errText, reason, seq
-	next.EndedAt, next.Delivery, next.NotBefore = time.Now().UTC(), 0, time.Time{}
+	next.EndedAt, next.Delivery, next.Seq, next.NotBefore = time.Now().UTC(), 0, 0, time.Time{}
 	if next.Worker == "" {
 		next.Worker = s.w.cfg.ID
 	}

@@ -129,7 +129,7 @@ func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64
 			next.Status = checkpoint.StatusRetrying
 		}
 	}
-	next.Delivery = 0
+	next.Delivery, next.Seq = 0, 0
 	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
 }
 

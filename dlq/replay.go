@@ -165,7 +165,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		}
 		next := *cur
 		next.Status, next.Dispatch = checkpoint.StatusRetrying, dispatch
-		next.Attempts, next.Crashes, next.Delivery = 0, 0, 0
+		next.Attempts, next.Crashes, next.Delivery, next.Seq = 0, 0, 0, 0
 		next.Replays++
 		next.NotBefore, next.EndedAt = time.Time{}, time.Time{}
 		next.Reason, next.DLQSeq = "", 0

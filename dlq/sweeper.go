@@ -160,7 +160,7 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 			next = *st
 		}
 		next.Status, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, reason, reason, seq
-		next.EndedAt, next.Delivery = time.Now().UTC(), 0
+		next.EndedAt, next.Delivery, next.Seq = time.Now().UTC(), 0, 0
 		if _, err := s.store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
 		} else if err != nil {

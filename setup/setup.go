@@ -32,7 +32,9 @@ const (
 type Config struct {
 	// Names of the installation (prefix).
 	Names workflow.Names
-	// Replicas of every stream and bucket (default 1; 3 on a cluster).
+	// Replicas of every stream and bucket: 1 to 5 (3 on a cluster). Zero keeps what an
+	// existing install has (and makes 1 for what is new), so tuning one node type never
+	// changes the replication of the rest.
 	Replicas int
 	// DLQRetention is how long DLQ entries are kept (default 30 days).
 	DLQRetention time.Duration
@@ -75,7 +77,7 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 	if n.Prefix() == "" {
 		n = workflow.MustNames("")
 	}
-	replicas := cmp.Or(cfg.Replicas, 1)
+	replicas := cfg.Replicas // 0: keep existing, 1 for new
 	rep := &Report{}
 	streams := []jetstream.StreamConfig{
 		{
@@ -129,15 +131,19 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 			return rep, err
 		}
 	}
+	// Built-in types get their consumer when it is missing; an existing one is updated only
+	// when this call names its type, so a plain setup keeps what an operator tuned.
 	types := map[string]ConsumerConfig{}
+	named := map[string]bool{}
 	for _, t := range workflow.BuiltinTypes() {
 		types[t] = ConsumerConfig{Type: t}
 	}
 	for _, t := range cfg.Types {
 		types[t.Type] = t
+		named[t.Type] = true
 	}
 	for _, t := range slices.Sorted(maps.Keys(types)) {
-		if err := EnsureConsumer(ctx, js, n, types[t], true, replicas, rep); err != nil {
+		if err := EnsureConsumer(ctx, js, n, types[t], named[t], replicas, rep); err != nil {
 			return rep, err
 		}
 	}
@@ -157,6 +163,9 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		return fmt.Errorf("stream %s: %w", sc.Name, err)
 	}
 	cur := s.CachedInfo().Config
+	if sc.Replicas == 0 {
+		sc.Replicas = cur.Replicas
+	}
 	if cur.Retention != sc.Retention {
 		return fmt.Errorf("stream %s has retention %s, want %s: it cannot be changed in place; move its messages away and delete it, then run setup again", sc.Name, cur.Retention, sc.Retention)
 	}
@@ -176,6 +185,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 	stream := "KV_" + kc.Bucket
 	s, err := js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		kc.Replicas = cmp.Or(kc.Replicas, 1)
 		if _, err := js.CreateKeyValue(ctx, kc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("create bucket %s: %w", kc.Bucket, err)
 		}
@@ -189,11 +199,12 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 		rep.add("bucket %s: up to date", kc.Bucket)
 	}
 	sc := s.CachedInfo().Config
-	if sc.AllowDirect == direct && sc.Replicas == kc.Replicas {
+	want := cmp.Or(kc.Replicas, sc.Replicas)
+	if sc.AllowDirect == direct && sc.Replicas == want {
 		return nil
 	}
 	sc.AllowDirect = direct
-	sc.Replicas = kc.Replicas
+	sc.Replicas = want
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("update bucket %s: %w", kc.Bucket, err)
 	}
@@ -235,6 +246,9 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n workflow.Name
 		return fmt.Errorf("consumer %s: %w", cc.Durable, err)
 	}
 	if !update {
+		if rep != nil {
+			rep.add("consumer %s: kept as it is (tune it with --type %s)", cc.Durable, c.Type)
+		}
 		return nil
 	}
 	cc.PauseUntil = cons.CachedInfo().Config.PauseUntil // setup never unpauses a consumer

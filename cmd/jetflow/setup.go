@@ -23,7 +23,9 @@ func (a *app) setupCmd() *cobra.Command {
 		Short: "Create or update streams, buckets and consumers (idempotent)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if replicas < 1 || replicas > 5 {
+			if !cmd.Flags().Changed("replicas") {
+				replicas = 0 // keep what an existing install has
+			} else if replicas < 1 || replicas > 5 {
 				return usageErr(errors.New("--replicas: use 1 to 5 (3 on a cluster)"))
 			}
 			if typ != "" && !workflow.ValidName(typ) {
@@ -53,7 +55,7 @@ func (a *app) setupCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of every stream and bucket (3 on a cluster)")
+	cmd.Flags().IntVar(&replicas, "replicas", 1, "replicas of every stream and bucket (3 on a cluster); without it an existing install keeps its replicas")
 	cmd.Flags().StringVar(&typ, "type", "", "also create (or tune) the consumer of this node type")
 	cmd.Flags().IntVar(&maxAckPending, "max-ack-pending", 0, "with --type: cluster-wide cap on the type's steps in flight (default 1000)")
 	cmd.Flags().DurationVar(&ackWait, "ack-wait", 0, "with --type: how long a step may go without an ack or heartbeat (default 30s)")
