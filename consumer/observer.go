@@ -39,6 +39,9 @@ type Observer interface {
 	RunFinished(workflow, status string, took time.Duration)
 	// BreakerState is called when this worker sees a breaker key change state.
 	BreakerState(key string, state breaker.State)
+	// BreakerCall is called for each call a breaker admitted that counts for it: failed is a
+	// retryable failure; took is the handler's run time.
+	BreakerCall(key string, failed bool, took time.Duration)
 }
 
 // nopObserver is the default Observer.
@@ -51,3 +54,4 @@ func (nopObserver) HandlerAbandoned(string, string)                             
 func (nopObserver) InFlight(int)                                                {}
 func (nopObserver) RunFinished(string, string, time.Duration)                   {}
 func (nopObserver) BreakerState(string, breaker.State)                          {}
+func (nopObserver) BreakerCall(string, bool, time.Duration)                     {}

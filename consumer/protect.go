@@ -141,6 +141,7 @@ func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs 
 	}
 	if herr == nil {
 		ticket.Done(ctx, nil)
+		s.w.cfg.Observer.BreakerCall(bs.Key, false, s.took)
 		return
 	}
 	kind, after, _ := classify(herr)
@@ -149,11 +150,13 @@ func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs 
 		ticket.Done(ctx, breaker.ErrExcluded)
 	case kind == outcomeRetryAfter:
 		ticket.Done(ctx, breaker.ErrExcluded)
+		s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
 		if after > 0 {
 			s.w.breakers.CoolDown(ctx, bs, after)
 		}
 	default:
 		ticket.Done(ctx, herr)
+		s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
 	}
 }
 
