@@ -69,7 +69,10 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	switch c := s.With["command"].(type) {
 	case string:
 		if strings.TrimSpace(c) != "" {
-			argv = []string{"/bin/sh", "-c", c}
+			// If the worker dies, the shell gets SIGTERM (Pdeathsig below) and takes its whole
+			// process group with it: no child of the script outlives the worker to do its
+			// side effect beside the re-run.
+			argv = []string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\n" + c}
 		}
 	case []any:
 		for _, a := range c {
@@ -82,7 +85,7 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// Its own process group, so a timeout stops the program's children too; and killed if the
 	// worker dies (Linux), so a crashed worker leaves no handler running beside the retry.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	cmd.Cancel = func() error {
 		// Stop the whole process group: a shell's children too.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
