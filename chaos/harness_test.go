@@ -309,6 +309,7 @@ type rigOptions struct {
 // everything the scenario started, by PID.
 func newRig(t *testing.T, name string, o rigOptions) *rig {
 	t.Helper()
+	trackSources()
 	ctx, cancel := context.WithCancel(context.Background())
 	var tag [6]byte
 	_, _ = rand.Read(tag[:])

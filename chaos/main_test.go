@@ -4,9 +4,12 @@ package chaos
 
 import (
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -46,4 +49,26 @@ func runMain(m *testing.M) int {
 	// No goleak here: what this package starts are processes, and each test kills the ones
 	// it started (by PID) in t.Cleanup.
 	return m.Run()
+}
+
+var trackOnce sync.Once
+
+// trackSources stats every file the binaries are built from (the module's Go files, go.mod,
+// go.sum), once per test binary. Go's test cache sees only what the test itself opens or
+// stats, and this package does not import the worker, the exec node or the CLI: without
+// this, `go test ./...` would serve a stale result after a change to any of them.
+func trackSources() {
+	trackOnce.Do(func() {
+		_ = filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+			switch {
+			case err != nil:
+				return nil
+			case d.IsDir() && path != ".." && strings.HasPrefix(d.Name(), "."):
+				return filepath.SkipDir
+			case !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum"):
+				_, _ = os.Stat(path)
+			}
+			return nil
+		})
+	})
 }
