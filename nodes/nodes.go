@@ -66,13 +66,18 @@ const (
 // JETFLOW_RUN_ID, JETFLOW_NODE, JETFLOW_ATTEMPT and JETFLOW_IDEMPOTENCY_KEY, plus with.env.
 func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	var argv []string
+	pdeath := syscall.SIGKILL // a program run directly dies with the worker
 	switch c := s.With["command"].(type) {
 	case string:
 		if strings.TrimSpace(c) != "" {
 			// If the worker dies, the shell gets SIGTERM (Pdeathsig below) and takes its whole
 			// process group with it: no child of the script outlives the worker to do its
 			// side effect beside the re-run.
-			argv = []string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\n" + c}
+			// The script runs in the background while the shell waits: a trap interrupts a
+			// wait at once (it would not interrupt a foreground command), and the script
+			// keeps the node input on its standard input through fd 3.
+			argv = []string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\nexec 3<&0\n{\n" + c + "\n} <&3 3<&- &\nwait $!"}
+			pdeath = syscall.SIGTERM
 		}
 	case []any:
 		for _, a := range c {
@@ -85,7 +90,7 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// Its own process group, so a timeout stops the program's children too; and killed if the
 	// worker dies (Linux), so a crashed worker leaves no handler running beside the retry.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: pdeath}
 	cmd.Cancel = func() error {
 		// Stop the whole process group: a shell's children too.
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
