@@ -3,8 +3,11 @@ package consumer
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/breaker"
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // PresenceInterval is how often a worker refreshes its presence (the bucket's TTL is 15 s).
@@ -127,5 +132,41 @@ func newPresence(kv jetstream.KeyValue, id, version string, types []string, runn
 		self: Presence{ID: id, Host: host, PID: os.Getpid(), Version: version, Types: slices.Clone(types),
 			Started: time.Now().UTC()},
 		others: map[string]Presence{},
+	}
+}
+
+// LiveWorkers reads the workers bucket and returns the workers whose presence was refreshed
+// within three presence intervals of now (a crashed worker drops out after 15 s), sorted by
+// ID. checkpoint.ErrNotSetUp if the bucket is missing.
+func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names, now time.Time) ([]Presence, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	kv, err := js.KeyValue(ctx, names.WorkersBucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, checkpoint.ErrNotSetUp
+	} else if err != nil {
+		return nil, fmt.Errorf("bucket %s: %w", names.WorkersBucket(), err)
+	}
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	out := []Presence{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok || e == nil { // nil marks the end of the current values
+				slices.SortFunc(out, func(a, b Presence) int { return strings.Compare(a.ID, b.ID) })
+				return out, nil
+			}
+			var p Presence
+			if json.Unmarshal(e.Value(), &p) != nil || now.Sub(p.Seen) > 3*PresenceInterval {
+				continue
+			}
+			out = append(out, p)
+		}
 	}
 }

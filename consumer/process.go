@@ -663,7 +663,9 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 			}
 		}
 		if runInput == nil {
-			var in producer.NodeInput
+			var in struct { // only the run input: the parents' outputs need no decoding
+				Input json.RawMessage `json:"input"`
+			}
 			if err := json.Unmarshal(s.env.Input, &in); err != nil || in.Input == nil {
 				in.Input = json.RawMessage("null")
 			}

@@ -58,23 +58,9 @@ func ReadBreakers(ctx context.Context, js jetstream.JetStream, names workflow.Na
 	return out, err
 }
 
-// ReadWorkers reads the workers bucket: every worker whose presence was refreshed within
-// three presence intervals, by ID.
+// ReadWorkers returns the live workers, by ID (consumer.LiveWorkers).
 func ReadWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names) ([]consumer.Presence, error) {
-	kv, err := js.KeyValue(ctx, names.WorkersBucket())
-	if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", names.WorkersBucket(), err)
-	}
-	cutoff := time.Now().Add(-3 * consumer.PresenceInterval)
-	var out []consumer.Presence
-	err = scanBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
-		var p consumer.Presence
-		if json.Unmarshal(e.Value(), &p) == nil && p.Seen.After(cutoff) {
-			out = append(out, p)
-		}
-	})
-	sortBy(out, func(p consumer.Presence) string { return p.ID })
-	return out, err
+	return consumer.LiveWorkers(ctx, js, names, time.Now())
 }
 
 // scanBucket calls fn with the current value of every key of kv.

@@ -3,10 +3,8 @@ package main
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -67,37 +65,7 @@ func (a *app) workersCmd() *cobra.Command {
 	return cmd
 }
 
-// liveWorkers reads every presence record of the workers bucket and keeps those seen within
-// the presence TTL of now, sorted by ID.
+// liveWorkers lists the live workers (consumer.LiveWorkers).
 func liveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names, now time.Time) ([]consumer.Presence, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, names.WorkersBucket())
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, checkpoint.ErrNotSetUp
-	} else if err != nil {
-		return nil, fmt.Errorf("bucket %s: %w", names.WorkersBucket(), err)
-	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), err)
-	}
-	defer func() { _ = w.Stop() }()
-	out := []consumer.Presence{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok || e == nil { // nil marks the end of the current values
-				slices.SortFunc(out, func(a, b consumer.Presence) int { return strings.Compare(a.ID, b.ID) })
-				return out, nil
-			}
-			var p consumer.Presence
-			if json.Unmarshal(e.Value(), &p) != nil || now.Sub(p.Seen) > setup.WorkerPresenceTTL {
-				continue
-			}
-			out = append(out, p)
-		}
-	}
+	return consumer.LiveWorkers(ctx, js, names, now)
 }
