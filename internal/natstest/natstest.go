@@ -4,7 +4,10 @@ package natstest
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,19 +28,53 @@ type Server struct {
 	// Port is the client port, kept for restarts.
 	Port int
 	t    testing.TB
+	log  *warnings
+}
+
+// warnings keeps the server's last warnings and errors, printed when a test fails: a
+// server-side failure (an API error such as "error creating store for stream") carries
+// its cause only in the server's log.
+type warnings struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+const keptWarnings = 100
+
+func (w *warnings) logf(format string, args ...any) {
+	if strings.HasPrefix(format, "nats: ") { // notices: too many, rarely the cause
+		return
+	}
+	line := time.Now().Format("15:04:05.000 ") + fmt.Sprintf(format, args...)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.lines) == keptWarnings {
+		w.lines = append(w.lines[:0], w.lines[1:]...)
+	}
+	w.lines = append(w.lines, line)
+}
+
+func (w *warnings) report(t testing.TB) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !t.Failed() || len(w.lines) == 0 {
+		return
+	}
+	t.Logf("the server's last %d warnings and errors:\n%s", len(w.lines), strings.Join(w.lines, "\n"))
 }
 
 // Start starts a server and stops it when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	ts := &Server{Dir: t.TempDir(), Port: -1, t: t}
+	ts := &Server{Dir: t.TempDir(), Port: -1, t: t, log: &warnings{}}
+	t.Cleanup(func() { ts.log.report(t) }) // runs last, after the server is down
 	ts.start()
 	return ts
 }
 
 func (ts *Server) start() {
 	ts.t.Helper()
-	s, err := embedded.Start(embedded.Options{StoreDir: ts.Dir, Port: ts.Port})
+	s, err := embedded.Start(embedded.Options{StoreDir: ts.Dir, Port: ts.Port, Logf: ts.log.logf})
 	if err != nil {
 		ts.t.Fatal(err)
 	}
