@@ -3,10 +3,13 @@ package consumer
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,13 +52,15 @@ func BenchmarkEngine(b *testing.B) {
 		}
 		ends := f.countEnds(b)
 		b.StartTimer()
-		start := time.Now()
+		start, cpu, endProfile := time.Now(), cpuTime(), profileTimed(b, "engine")
 		stop := f.benchWorker(b)
 		waitCount(b, ends, benchRuns)
-		elapsed := time.Since(start)
+		elapsed, cpu := time.Since(start), cpuTime()-cpu
+		endProfile()
 		b.StopTimer()
 		stop()
 		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
+		b.ReportMetric(float64(cpu.Microseconds())/(benchRuns*benchSteps), "cpu-µs/step")
 	}
 }
 
@@ -98,7 +103,7 @@ func BenchmarkBaseline(b *testing.B) {
 		finished := make(chan struct{})
 		sem := make(chan struct{}, benchInFlight)
 		b.StartTimer()
-		start := time.Now()
+		start, cpu, endProfile := time.Now(), cpuTime(), profileTimed(b, "baseline")
 		var wg sync.WaitGroup
 		cc, err := cons2.Consume(func(m jetstream.Msg) {
 			sem <- struct{}{}
@@ -146,14 +151,44 @@ func BenchmarkBaseline(b *testing.B) {
 		case <-time.After(5 * time.Minute):
 			b.Fatal("baseline did not finish")
 		}
-		elapsed := time.Since(start)
+		elapsed, cpu := time.Since(start), cpuTime()-cpu
+		endProfile()
 		b.StopTimer()
 		cc.Stop()
 		wg.Wait()
 		nc2.Close()
 		_ = kv
 		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
+		b.ReportMetric(float64(cpu.Microseconds())/(benchRuns*benchSteps), "cpu-µs/step")
 	}
+}
+
+// cpuTime is the CPU time (user and system) this process has used: server and client
+// share it, so per step it is the whole cost of a step on this machine.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// profileTimed writes a CPU profile of the timed part only (no setup, no start of the
+// runs) to $JETFLOW_BENCH_PROFILE-<name>.prof when that variable is set; -cpuprofile would
+// mix in the setup. The returned function ends it.
+func profileTimed(b *testing.B, name string) func() {
+	prefix := os.Getenv("JETFLOW_BENCH_PROFILE")
+	if prefix == "" {
+		return func() {}
+	}
+	f, err := os.Create(prefix + "-" + name + ".prof")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }
 }
 
 // BenchmarkStepLatency measures one step's end-to-end latency with nothing queued (C=1, one
