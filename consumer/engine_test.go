@@ -216,6 +216,56 @@ func TestTimeoutIsRetried(t *testing.T) {
 	}
 }
 
+// A handler that ignores its timeout is abandoned after the grace: its worker (one slot
+// here) lets go of the step and runs others, the step comes back after its ack wait and
+// completes, and the late return of the abandoned handler writes nothing.
+func TestHandlerIgnoringItsTimeoutIsAbandoned(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "stubborn")
+	wf := workflow.New("stubborn")
+	wf.Node("a", "stubborn").WithTimeout(100 * time.Millisecond)
+	f.apply(wf)
+	var runs counter
+	release, first := make(chan struct{}), make(chan string, 1)
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	f.worker(Config{Concurrency: 1, grace: 200 * time.Millisecond}, func(w *Worker) {
+		w.Handle("stubborn", func(ctx context.Context, s *Step) (any, error) {
+			if runs.inc(s) == 1 && len(first) == 0 {
+				first <- s.RunID
+				<-release // ignores ctx
+				return "late", nil
+			}
+			return "on time", nil
+		})
+	})
+	stuck := f.start("stubborn", `{}`)
+	if got := <-first; got != stuck {
+		t.Fatalf("first handler ran for %s, want %s", got, stuck)
+	}
+	// The only slot is taken by the stuck handler until it is abandoned.
+	other := f.start("stubborn", `{}`)
+	for _, id := range []string{other, stuck} {
+		if end := f.waitEnd(id, 20*time.Second); end.Status != checkpoint.EndCompleted {
+			t.Fatalf("run %s ended %s (%s)", id, end.Status, end.Reason)
+		}
+	}
+	close(release) // the abandoned handler returns at last
+	time.Sleep(300 * time.Millisecond)
+	st := f.node(stuck, "a")
+	if string(st.Output) != `"on time"` || st.Attempts != 1 {
+		t.Fatalf("stuck run: output %s after %d attempts; want the redelivery's result", st.Output, st.Attempts)
+	}
+	if n := runs.get(stuck, "a"); n != 2 {
+		t.Fatalf("handler ran %d times for the stuck run, want 2", n)
+	}
+}
+
 func TestPanicIsRetriedWithItsText(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "shaky")

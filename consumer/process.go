@@ -9,6 +9,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,6 +52,10 @@ type stepRun struct {
 
 	took time.Duration // how long the handler ran
 
+	runner   *runner   // the goroutine the step runs on
+	finish   func()    // lets go of the step's claim and slot
+	finished sync.Once // finish runs once: at the end, or when the handler is abandoned
+
 	progressMu   sync.Mutex
 	progressRev  uint64 // revision of progress.<run>.<node> this attempt last saw
 	progressUsed bool   // the handler read or saved progress
@@ -64,10 +69,17 @@ func (s *stepRun) logger() *slog.Logger {
 	return s.log
 }
 
-// process runs the state machine for one delivered message. It never panics and always
-// leaves the message acked, termed, nak'd or (only after a crash or an ignored timeout) to
-// its ack wait.
-func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) {
+// process runs the state machine for one delivered message on runner r, and calls done
+// once when the worker may take another step (at the end, or earlier when the handler
+// ignores its timeout). It never panics and always leaves the message acked, termed, nak'd
+// or (only after a crash or an ignored timeout) to its ack wait.
+func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg, r *runner, done func()) {
+	handedOver := false // to the stepRun, once it holds the claim
+	defer func() {
+		if !handedOver {
+			done()
+		}
+	}()
 	meta, err := msg.Metadata()
 	if err != nil {
 		w.log.Error("delivered message has no JetStream metadata", "type", ts.typ, "err", err)
@@ -108,7 +120,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 			trace.WithAttributes(tracing.AttrWorkflow.String(env.Workflow), tracing.AttrNode.String(env.Node), tracing.AttrRun.String(env.RunID)))
 		defer span.End()
 	}
-	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node}
+	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, def: def, node: node, runner: r}
 	key := workflow.IdempotencyKey(env.RunID, env.Node)
 	if cur, ok := w.claim(key, inflight{seq: meta.Sequence.Stream, dispatch: env.Dispatch}); !ok {
 		switch {
@@ -125,7 +137,9 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 		}
 		return
 	}
-	defer w.unclaim(key)
+	handedOver = true
+	s.finish = func() { w.unclaim(key); done() }
+	defer s.letGo()
 	if err := s.run(ctx); err != nil {
 		if errors.Is(err, errDead) {
 			return
@@ -134,6 +148,9 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg) 
 		_ = msg.NakWithDelay(time.Second)
 	}
 }
+
+// letGo lets go of the step's claim and slot, once.
+func (s *stepRun) letGo() { s.finished.Do(s.finish) }
 
 // malformed sends an undecodable or invalid message to the DLQ, then terms it.
 func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg, meta *jetstream.MsgMetadata, env *workflow.Envelope, reason string) {
@@ -285,8 +302,6 @@ func (s *stepRun) run(ctx context.Context) error {
 		ticket = nil
 	}
 	if abandoned {
-		s.w.cfg.Observer.HandlerAbandoned(s.env.Workflow, s.env.Node)
-		s.logger().Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", attempt, "timeout", s.node.TimeoutOrDefault())
 		return errDead // nothing more to write or ack: the ack wait redelivers it
 	}
 	if herr != nil && ctx.Err() != nil {
@@ -389,9 +404,15 @@ type result struct {
 	err error
 }
 
-// invokeWith runs handler with the node's timeout, sending heartbeats while it runs. It
-// reports abandoned when the handler outlived its timeout by HeartbeatGrace.
-func (s *stepRun) invokeWith(ctx context.Context, handler HandlerFunc, step *Step) ([]byte, error, bool) {
+// invokeWith runs handler on this goroutine with the node's timeout, sending heartbeats
+// while it runs. A handler that outlives its timeout by HeartbeatGrace is abandoned: the
+// step lets go of its claim and slot at that moment, so the worker goes on, its message is
+// left to the ack wait, and when the handler returns at last invokeWith reports abandoned
+// and its result is dropped.
+//
+// One timer watches the handler (heartbeats and the hard limit); no goroutine, ticker or
+// channel per step: the handler is the step's hot path.
+func (s *stepRun) invokeWith(ctx context.Context, handler HandlerFunc, step *Step) (out []byte, err error, abandoned bool) {
 	timeout := s.node.TimeoutOrDefault()
 	hctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -402,45 +423,90 @@ func (s *stepRun) invokeWith(ctx context.Context, handler HandlerFunc, step *Ste
 
 	s.w.cfg.Observer.StepStarted(s.env.Workflow, s.env.Node, s.node.Type, time.Since(s.meta.Timestamp))
 	began := time.Now()
-	defer func() { s.took = time.Since(began) }()
-	done := make(chan result, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				stack := string(debug.Stack())
-				s.logger().Error("handler panicked", "panic", r, "stack", stack)
-				done <- result{err: fmt.Errorf("handler panicked: %v", r)}
-			}
-		}()
-		v, err := handler(tctx, step)
-		if err != nil {
-			if tctx.Err() == context.DeadlineExceeded && hctx.Err() == nil {
-				err = fmt.Errorf("timed out after %s: %w", timeout, err)
-			}
-			if cause := context.Cause(hctx); errors.Is(cause, ErrRunCancelled) {
-				err = fmt.Errorf("%w: %w", ErrRunCancelled, err)
-			}
-			done <- result{err: err}
-			return
+	wd := s.watch(began, timeout+s.w.grace(), step.Attempt)
+	defer func() {
+		s.took = time.Since(began)
+		if !wd.returned() {
+			out, err, abandoned = nil, nil, true
 		}
-		b, err := marshalOutput(v)
-		done <- result{out: b, err: err}
 	}()
-
-	hb := time.NewTicker(max(s.ts.ackWait/3, 100*time.Millisecond))
-	defer hb.Stop()
-	hard := time.NewTimer(timeout + HeartbeatGrace)
-	defer hard.Stop()
-	for {
-		select {
-		case r := <-done:
-			return r.out, r.err, false
-		case <-hb.C:
-			_ = s.msg.InProgress()
-		case <-hard.C:
-			return nil, nil, true
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger().Error("handler panicked", "panic", r, "stack", string(debug.Stack()))
+			out, err = nil, fmt.Errorf("handler panicked: %v", r)
 		}
+	}()
+	v, err := handler(tctx, step)
+	if err != nil {
+		if tctx.Err() == context.DeadlineExceeded && hctx.Err() == nil {
+			err = fmt.Errorf("timed out after %s: %w", timeout, err)
+		}
+		if cause := context.Cause(hctx); errors.Is(cause, ErrRunCancelled) {
+			err = fmt.Errorf("%w: %w", ErrRunCancelled, err)
+		}
+		return nil, err, false
 	}
+	out, err = marshalOutput(v)
+	return out, err, false
+}
+
+// Watchdog states.
+const (
+	handlerRunning int32 = iota
+	handlerReturned
+	handlerAbandoned
+)
+
+// watchdog sends a running handler's heartbeats and abandons it past its hard limit.
+type watchdog struct {
+	s       *stepRun
+	began   time.Time
+	hard    time.Duration // abandon the handler this long after began
+	every   time.Duration // heartbeat interval
+	state   atomic.Int32
+	mu      sync.Mutex // guards t against the timer's own callback
+	t       *time.Timer
+	attempt int
+}
+
+// watch starts the watchdog of a handler that began at began.
+func (s *stepRun) watch(began time.Time, hard time.Duration, attempt int) *watchdog {
+	wd := &watchdog{s: s, began: began, hard: hard, every: max(s.ts.ackWait/3, 100*time.Millisecond), attempt: attempt}
+	wd.mu.Lock()
+	wd.t = time.AfterFunc(min(wd.every, hard), wd.fire)
+	wd.mu.Unlock()
+	return wd
+}
+
+// fire runs on the timer: a heartbeat, or the abandonment.
+func (wd *watchdog) fire() {
+	if wd.state.Load() != handlerRunning {
+		return
+	}
+	left := wd.hard - time.Since(wd.began)
+	if left <= 0 {
+		if wd.state.CompareAndSwap(handlerRunning, handlerAbandoned) {
+			s := wd.s
+			s.w.cfg.Observer.HandlerAbandoned(s.env.Workflow, s.env.Node)
+			s.logger().Error("handler ignored its timeout; leaving the step to the ack wait", "attempt", wd.attempt, "timeout", s.node.TimeoutOrDefault())
+			s.runner.detach()
+			s.letGo()
+		}
+		return
+	}
+	_ = wd.s.msg.InProgress()
+	wd.mu.Lock()
+	wd.t.Reset(min(wd.every, left))
+	wd.mu.Unlock()
+}
+
+// returned stops the watchdog when the handler returns; false when it had abandoned the
+// handler already.
+func (wd *watchdog) returned() bool {
+	wd.mu.Lock()
+	wd.t.Stop()
+	wd.mu.Unlock()
+	return wd.state.CompareAndSwap(handlerRunning, handlerReturned)
 }
 
 func marshalOutput(v any) ([]byte, error) {

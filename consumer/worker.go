@@ -76,6 +76,8 @@ type Config struct {
 	// hook, in tests, is called at the crash points of the state machine; returning true
 	// stops the worker dead there (its connection is closed, nothing more is written).
 	hook func(point string) bool
+	// grace, in tests, replaces HeartbeatGrace.
+	grace time.Duration
 }
 
 // WithDefaults returns c with zero fields filled in.
@@ -326,11 +328,12 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	var pullers sync.WaitGroup
+	run := newRunners()
 	for _, ts := range states {
 		pullers.Add(1)
 		go func() {
 			defer pullers.Done()
-			w.pull(fetchCtx, workCtx, ts, &wg)
+			w.pull(fetchCtx, workCtx, ts, run, &wg)
 		}()
 	}
 	w.log.Info("worker started", "worker", w.cfg.ID, "types", strings.Join(types, ","), "concurrency", w.cfg.Concurrency)
@@ -341,12 +344,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	go func() { wg.Wait(); close(drained) }()
 	select {
 	case <-drained:
+		run.wait() // idle now, and told to stop: they end at once
 	case <-time.After(w.cfg.DrainTimeout):
 		w.log.Warn("drain timeout: cancelling running steps", "worker", w.cfg.ID, "drain_timeout", w.cfg.DrainTimeout)
 		stopWork()
 		select {
 		case <-drained:
-		case <-time.After(HeartbeatGrace):
+		case <-time.After(w.grace()):
 			w.log.Warn("steps still running after cancel; leaving them to the ack wait", "worker", w.cfg.ID)
 		}
 	}
@@ -392,9 +396,9 @@ func (w *Worker) onTrip(key string, until time.Time) {
 }
 
 // pull streams steps of one type with a prefetch of the worker's concurrency (never the
-// client's default of 500, which would start 500 ack-wait clocks at once), and runs each in
-// its own goroutine once a slot is free.
-func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync.WaitGroup) {
+// client's default of 500, which would start 500 ack-wait clocks at once), and runs each on
+// a runner goroutine once a slot is free.
+func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *runners, wg *sync.WaitGroup) {
 	backoff := 100 * time.Millisecond
 	for fetchCtx.Err() == nil {
 		if !ts.waitUnpaused(fetchCtx) {
@@ -461,14 +465,15 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, wg *sync
 			ts.running.Add(1)
 			w.inFlight.Add(1)
 			w.cfg.Observer.InFlight(1)
-			go func() {
-				defer wg.Done()
-				defer release(ts.slots, 1)
-				defer ts.running.Add(-1)
-				defer w.inFlight.Add(-1)
-				defer w.cfg.Observer.InFlight(-1)
-				w.process(workCtx, ts, msg)
-			}()
+			run.run(fetchCtx, func(r *runner) {
+				w.process(workCtx, ts, msg, r, func() {
+					w.cfg.Observer.InFlight(-1)
+					w.inFlight.Add(-1)
+					ts.running.Add(-1)
+					release(ts.slots, 1)
+					wg.Done()
+				})
+			})
 		}
 		close(stopped)
 		it.Stop()
@@ -657,6 +662,9 @@ func (w *Worker) unclaim(key string) {
 	delete(w.inflight, key)
 	w.mu.Unlock()
 }
+
+// grace is how long past its timeout a handler that ignores its context is kept.
+func (w *Worker) grace() time.Duration { return cmp.Or(w.cfg.grace, HeartbeatGrace) }
 
 // at is called at a crash point; it reports whether a test stopped the worker dead there.
 func (w *Worker) at(point string) bool {
