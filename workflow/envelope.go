@@ -1,10 +1,13 @@
 package workflow
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
+
+	"github.com/jetflow-dev/jetflow/internal/fastjson"
 )
 
 // EnvelopeVersion is the only envelope version this code reads and writes.
@@ -83,16 +86,103 @@ func (e *Envelope) Encode() ([]byte, error) {
 	if len(c.Input) == 0 {
 		c.Input = json.RawMessage("null")
 	}
+	if b, ok := c.appendCanonical(); ok {
+		return b, nil
+	}
 	return json.Marshal(&c)
 }
+
+// The canonical envelope layout: the order encoding/json writes the fields in. Every step
+// is encoded once and decoded at least once, so the common case skips reflection: when
+// every string field is a plain token (nothing to escape), the envelope is written, and
+// read back, by hand; anything else takes encoding/json. FuzzEnvelopeFastPath checks that
+// both ways agree.
+const (
+	canonRunID    = `{"v":1,"run_id":"`
+	canonWorkflow = `","workflow":"`
+	canonDef      = `","def":"`
+	canonNode     = `","node":"`
+	canonInput    = `","input":`
+	canonDispatch = `,"dispatch":"`
+	canonEnd      = `"}`
+)
+
+// appendCanonical writes c in the canonical layout, with its input compacted; false when a
+// field needs escaping or the input is not valid JSON (encoding/json then decides).
+func (c *Envelope) appendCanonical() ([]byte, bool) {
+	if c.V != 1 || !plainToken(c.RunID) || !plainToken(c.Workflow) || !plainToken(c.Def) || !plainToken(c.Node) || !plainToken(c.Dispatch) {
+		return nil, false
+	}
+	b := make([]byte, 0, len(canonRunID)+len(c.RunID)+len(canonWorkflow)+len(c.Workflow)+len(canonDef)+len(c.Def)+
+		len(canonNode)+len(c.Node)+len(canonInput)+len(c.Input)+len(canonDispatch)+len(c.Dispatch)+len(canonEnd))
+	for _, s := range []string{canonRunID, c.RunID, canonWorkflow, c.Workflow, canonDef, c.Def, canonNode, c.Node, canonInput} {
+		b = append(b, s...)
+	}
+	b, ok := fastjson.AppendRaw(b, c.Input)
+	if !ok {
+		return nil, false
+	}
+	for _, s := range []string{canonDispatch, c.Dispatch, canonEnd} {
+		b = append(b, s...)
+	}
+	return b, true
+}
+
+// decodeCanonical reads an envelope in the canonical layout; false when b is laid out
+// otherwise (encoding/json then reads it).
+func decodeCanonical(b []byte) (*Envelope, bool) {
+	var e Envelope
+	rest, ok := bytes.CutPrefix(b, []byte(canonRunID))
+	if !ok {
+		return nil, false
+	}
+	for _, f := range []struct {
+		dst *string
+		sep string
+	}{{&e.RunID, canonWorkflow}, {&e.Workflow, canonDef}, {&e.Def, canonNode}, {&e.Node, canonInput}} {
+		i := bytes.IndexByte(rest, '"')
+		if i < 0 || !bytes.HasPrefix(rest[i:], []byte(f.sep)) || !plainToken(string(rest[:i])) {
+			return nil, false
+		}
+		*f.dst, rest = string(rest[:i]), rest[i+len(f.sep):]
+	}
+	// The input is everything up to the dispatch, the last field: a plain token holds no
+	// quote, so the last `,"dispatch":"` is the separator.
+	rest, ok = bytes.CutSuffix(rest, []byte(canonEnd))
+	i := bytes.LastIndex(rest, []byte(canonDispatch))
+	if !ok || i < 0 {
+		return nil, false
+	}
+	input, dispatch := rest[:i], string(rest[i+len(canonDispatch):])
+	if !plainToken(dispatch) || len(input) == 0 || isSpace(input[0]) || isSpace(input[len(input)-1]) || !json.Valid(input) {
+		return nil, false
+	}
+	e.V, e.Input, e.Dispatch = 1, bytes.Clone(input), dispatch
+	return &e, true
+}
+
+// isSpace reports whether c is JSON whitespace.
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+
+// plainToken reports whether s is non-empty and only [A-Za-z0-9_-]: JSON needs no escape
+// for it and it holds no quote.
+func plainToken(s string) bool { return validToken(s) }
 
 // DecodeEnvelope parses and checks a step message body. Every error wraps ErrMalformed and
 // says what was wrong in one line.
 func DecodeEnvelope(b []byte) (*Envelope, error) {
+	if e, ok := decodeCanonical(b); ok {
+		return e.check()
+	}
 	var e Envelope
 	if err := json.Unmarshal(b, &e); err != nil {
 		return nil, fmt.Errorf("%w: body is not a JSON envelope: %s", ErrMalformed, oneLine(err.Error(), 200))
 	}
+	return e.check()
+}
+
+// check validates a decoded envelope.
+func (e *Envelope) check() (*Envelope, error) {
 	switch {
 	case e.V != EnvelopeVersion:
 		return nil, fmt.Errorf("%w: envelope version %d, want %d", ErrMalformed, e.V, EnvelopeVersion)
@@ -110,7 +200,7 @@ func DecodeEnvelope(b []byte) (*Envelope, error) {
 	if len(e.Input) == 0 {
 		e.Input = json.RawMessage("null")
 	}
-	return &e, nil
+	return e, nil
 }
 
 // OneLine squeezes s onto one line of at most max bytes, marking a cut with '…'.

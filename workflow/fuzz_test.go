@@ -57,6 +57,45 @@ func FuzzDecodeEnvelope(f *testing.F) {
 	})
 }
 
+// FuzzEnvelopeFastPath checks the hand-written envelope paths against encoding/json: what
+// the fast decoder accepts, encoding/json decodes to the same envelope; what the fast
+// encoder writes is byte for byte what encoding/json writes.
+func FuzzEnvelopeFastPath(f *testing.F) {
+	for _, s := range []string{
+		`{"v":1,"run_id":"run-1","workflow":"orders","def":"` + testDef + `","node":"charge","input":{"input":{"n":1},"nodes":{}},"dispatch":"d"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":[1, 2.50, "<&>"],"dispatch":"s3"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input": 1 ,"dispatch":"d"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":"x\",\"dispatch\":\"q","dispatch":"d"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":1,"dispatch":"x","dispatch":"d"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"x","node":"n","input":{"a":"\u2028"},"dispatch":"d"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if fast, ok := decodeCanonical(b); ok {
+			var std Envelope
+			if err := json.Unmarshal(b, &std); err != nil {
+				t.Fatalf("fast decode accepted what encoding/json refuses (%v): %s", err, b)
+			}
+			if fast.V != std.V || fast.RunID != std.RunID || fast.Workflow != std.Workflow || fast.Def != std.Def ||
+				fast.Node != std.Node || fast.Dispatch != std.Dispatch || !bytes.Equal(fast.Input, std.Input) {
+				t.Fatalf("fast and encoding/json decodes differ:\n %+v\n %+v", fast, std)
+			}
+		}
+		var e Envelope
+		if json.Unmarshal(b, &e) != nil {
+			return
+		}
+		e.V = EnvelopeVersion
+		if fast, ok := e.appendCanonical(); ok {
+			std, err := json.Marshal(&e)
+			if err != nil || !bytes.Equal(fast, std) {
+				t.Fatalf("fast encode differs from encoding/json (%v):\n %s\n %s", err, fast, std)
+			}
+		}
+	})
+}
+
 // canonRaw is raw JSON as encoding/json writes a json.RawMessage: compact, HTML escaped.
 func canonRaw(b []byte) string {
 	var c, h bytes.Buffer
