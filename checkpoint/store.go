@@ -76,7 +76,7 @@ func get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64,
 
 // put creates key (rev 0) or updates it at rev. Conflicts are ErrConflict.
 func put(ctx context.Context, kv jetstream.KeyValue, key string, v any, rev uint64) (uint64, error) {
-	b, err := json.Marshal(v)
+	b, err := marshalValue(v)
 	if err != nil {
 		return 0, fmt.Errorf("write %s: %w", key, err)
 	}

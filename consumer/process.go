@@ -737,7 +737,7 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 			}
 			runInput = in.Input
 		}
-		input, err := json.Marshal(producer.NodeInput{Input: runInput, Nodes: nodes})
+		input, err := producer.EncodeNodeInput(runInput, nodes)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -18,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/fastjson"
 	"github.com/jetflow-dev/jetflow/tracing"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -77,6 +80,47 @@ type NodeInput struct {
 	Nodes map[string]json.RawMessage `json:"nodes"`
 }
 
+// EncodeNodeInput returns the JSON of NodeInput{Input: input, Nodes: nodes}, as
+// encoding/json writes it; the common case (node names and values that need no escaping)
+// is written without reflection, since every step's child input is encoded this way.
+func EncodeNodeInput(input json.RawMessage, nodes map[string]json.RawMessage) ([]byte, error) {
+	if b, ok := appendNodeInput(input, nodes); ok {
+		return b, nil
+	}
+	return json.Marshal(NodeInput{Input: input, Nodes: nodes})
+}
+
+func appendNodeInput(input json.RawMessage, nodes map[string]json.RawMessage) ([]byte, bool) {
+	if len(input) == 0 || nodes == nil {
+		return nil, false
+	}
+	size := len(input) + 32
+	for k, v := range nodes {
+		size += len(k) + len(v) + 4
+	}
+	b := append(make([]byte, 0, size), `{"input":`...)
+	b, ok := fastjson.AppendRaw(b, input)
+	if !ok {
+		return nil, false
+	}
+	b = append(b, `,"nodes":{`...)
+	for i, k := range slices.Sorted(maps.Keys(nodes)) {
+		if len(nodes[k]) == 0 || !fastjson.PlainString(k) {
+			return nil, false
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '"')
+		b = append(b, k...)
+		b = append(b, `":`...)
+		if b, ok = fastjson.AppendRaw(b, nodes[k]); !ok {
+			return nil, false
+		}
+	}
+	return append(b, '}', '}'), true
+}
+
 // Start starts a run of the registered workflow name with input (JSON; empty means null)
 // and returns its ID.
 func (p *Producer) Start(ctx context.Context, name string, input []byte, opts StartOptions) (string, error) {
@@ -125,7 +169,7 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	if err != nil {
 		return "", fmt.Errorf("definition of %s: %w", name, err)
 	}
-	nodeInput, err := json.Marshal(NodeInput{Input: input, Nodes: map[string]json.RawMessage{}})
+	nodeInput, err := EncodeNodeInput(input, map[string]json.RawMessage{})
 	if err != nil {
 		return "", err
 	}

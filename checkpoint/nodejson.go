@@ -1,0 +1,114 @@
+package checkpoint
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/jetflow-dev/jetflow/internal/fastjson"
+)
+
+// appendJSON writes n as encoding/json would, byte for byte, without reflection: a node
+// state is written at least once per step. It reports false when a string or raw value
+// needs escaping, a raw value is not valid JSON or a time is out of JSON's range; the
+// caller then uses encoding/json. FuzzNodeJSON checks both ways agree.
+func (n *Node) appendJSON(b []byte) ([]byte, bool) {
+	ok := true
+	str := func(key, s string, always bool) {
+		if s == "" && !always {
+			return
+		}
+		if !fastjson.PlainString(s) {
+			ok = false
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":"`...)
+		b = append(b, s...)
+		b = append(b, '"')
+	}
+	num := func(key string, v uint64) {
+		if v == 0 {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":`...)
+		b = strconv.AppendUint(b, v, 10)
+	}
+	signed := func(key string, v int) {
+		if v == 0 {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":`...)
+		b = strconv.AppendInt(b, int64(v), 10)
+	}
+	at := func(key string, t time.Time) {
+		if t.IsZero() {
+			return
+		}
+		if y := t.Year(); y < 0 || y >= 10000 {
+			ok = false
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":"`...)
+		b = t.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	raw := func(key string, r json.RawMessage) {
+		if len(r) == 0 {
+			return
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":`...)
+		var fine bool
+		if b, fine = fastjson.AppendRaw(b, r); !fine {
+			ok = false
+		}
+	}
+
+	if !fastjson.PlainString(n.Status) {
+		return nil, false
+	}
+	b = append(b, `{"status":"`...)
+	b = append(b, n.Status...)
+	b = append(b, `","attempts":`...)
+	b = strconv.AppendInt(b, int64(n.Attempts), 10)
+	signed("crashes", n.Crashes)
+	num("delivery", n.Delivery)
+	num("seq", n.Seq)
+	str("dispatch", n.Dispatch, true)
+	at("not_before", n.NotBefore)
+	str("last_error", n.LastError, false)
+	raw("output", n.Output)
+	if n.Fallback {
+		b = append(b, `,"fallback":true`...)
+	}
+	str("worker", n.Worker, false)
+	at("started_at", n.StartedAt)
+	at("ended_at", n.EndedAt)
+	signed("replays", n.Replays)
+	signed("sched", n.Sched)
+	raw("input", n.Input)
+	num("edited_from", n.EditedFrom)
+	str("reason", n.Reason, false)
+	num("dlq_seq", n.DLQSeq)
+	b = append(b, '}')
+	return b, ok
+}
+
+// marshalValue is json.Marshal with the fast path for node states.
+func marshalValue(v any) ([]byte, error) {
+	if n, ok := v.(*Node); ok {
+		if b, ok := n.appendJSON(make([]byte, 0, 256)); ok {
+			return b, nil
+		}
+	}
+	return json.Marshal(v)
+}

@@ -1,0 +1,60 @@
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// The node states the worker writes on its happy path take the fast encoder.
+func TestNodeJSONFastPathIsTaken(t *testing.T) {
+	at := time.Date(2026, 11, 28, 10, 0, 0, 123456789, time.UTC)
+	for _, n := range []Node{
+		{Status: StatusDone, Attempts: 1, Dispatch: "d", Output: json.RawMessage("null"), Worker: "w-1", StartedAt: at, EndedAt: at},
+		{Status: StatusRunning, Attempts: 2, Crashes: 1, Delivery: 3, Seq: 99, Dispatch: "s2", Worker: "w-1", StartedAt: at, Sched: 2},
+		{Status: StatusRetrying, Attempts: 1, Dispatch: "d", NotBefore: at, LastError: "boom: 503 from api.example.com"},
+	} {
+		fast, ok := n.appendJSON(nil)
+		if !ok {
+			t.Fatalf("%+v did not take the fast path", n)
+		}
+		std, err := json.Marshal(&n)
+		if err != nil || !bytes.Equal(fast, std) {
+			t.Fatalf("fast %s\n std %s (%v)", fast, std, err)
+		}
+	}
+	n := Node{Status: StatusDead, LastError: `quote " and <html>`}
+	if _, ok := n.appendJSON(nil); ok {
+		t.Fatal("a string that needs escaping took the fast path")
+	}
+	if b, err := marshalValue(&n); err != nil || !json.Valid(b) {
+		t.Fatalf("marshalValue fallback: %s, %v", b, err)
+	}
+}
+
+// FuzzNodeJSON checks the fast node encoder against encoding/json, byte for byte.
+func FuzzNodeJSON(f *testing.F) {
+	f.Add("done", 1, uint64(0), "d", int64(0), "", []byte("null"), true, "w-1", int64(1764324000123456789), 0, []byte(nil))
+	f.Add("dead", 5, uint64(7), "r3", int64(1764324000000000000), "boom\n<x>", []byte(`{"a": [1, 2]}`), false, "", int64(-62135596800000000000/1000), 2, []byte(`"é"`))
+	f.Fuzz(func(t *testing.T, status string, attempts int, seq uint64, dispatch string, notBefore int64, lastErr string, output []byte, fallback bool, worker string, started int64, sched int, input []byte) {
+		n := Node{Status: status, Attempts: attempts, Crashes: attempts / 3, Delivery: seq / 2, Seq: seq, Dispatch: dispatch,
+			LastError: lastErr, Output: output, Fallback: fallback, Worker: worker, Replays: sched / 2, Sched: sched,
+			Input: input, EditedFrom: seq / 3, Reason: lastErr, DLQSeq: seq / 5}
+		if notBefore != 0 {
+			n.NotBefore = time.Unix(0, notBefore).UTC()
+		}
+		if started != 0 {
+			n.StartedAt = time.Unix(0, started).In(time.FixedZone("x", 3600))
+			n.EndedAt = time.Unix(0, started)
+		}
+		fast, ok := n.appendJSON(nil)
+		std, err := json.Marshal(&n)
+		if !ok {
+			return
+		}
+		if err != nil || !bytes.Equal(fast, std) {
+			t.Fatalf("fast and encoding/json differ (%v):\n fast %s\n std  %s", err, fast, std)
+		}
+	})
+}
