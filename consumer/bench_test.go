@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -52,11 +55,12 @@ func BenchmarkEngine(b *testing.B) {
 		}
 		ends := f.countEnds(b)
 		b.StartTimer()
-		start, cpu, endProfile := time.Now(), cpuTime(), profileTimed(b, "engine")
+		start, cpu, endProfile, wire := time.Now(), cpuTime(), profileTimed(b, "engine"), wireStats(f.srv.Server)
 		stop := f.benchWorker(b)
 		waitCount(b, ends, benchRuns)
 		elapsed, cpu := time.Since(start), cpuTime()-cpu
 		endProfile()
+		wire(b)
 		b.StopTimer()
 		stop()
 		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
@@ -65,6 +69,54 @@ func BenchmarkEngine(b *testing.B) {
 }
 
 func BenchmarkBaseline(b *testing.B) {
+	b.Run("minimal", func(b *testing.B) { baseline(b, false) })
+	b.Run("jetflow-bytes", func(b *testing.B) { baseline(b, true) })
+}
+
+// A baseline's messages: minimal (a short run name, a 7-byte body, a 31-byte node value),
+// or with jetflow's bytes (what DESIGN.md makes every step carry): a UUID run ID, the
+// subject, headers and body sizes of a step message, a node value the size of a done
+// node state, the same keys.
+type baselineShape struct {
+	jetflow bool
+	body    []byte // the step body
+	value   []byte // the node value
+}
+
+func newBaselineShape(jetflow bool) baselineShape {
+	if !jetflow {
+		return baselineShape{body: []byte(`{"v":1}`), value: []byte(`{"status":"done","output":null}`)}
+	}
+	at := time.Now().UTC().Format(time.RFC3339Nano)
+	return baselineShape{
+		jetflow: true,
+		body: []byte(`{"v":1,"run_id":"` + uuid.NewString() + `","workflow":"bench","def":"` + strings.Repeat("0", 64) +
+			`","node":"s1","input":{"input":{"i":1234},"nodes":{"s0":null}},"dispatch":"d"}`),
+		value: []byte(`{"status":"done","attempts":1,"dispatch":"d","output":null,"worker":"host-12345-0123456789abcdef","started_at":"` +
+			at + `","ended_at":"` + at + `"}`),
+	}
+}
+
+// run names run i; subject, msgID and headers make the message of its step n.
+func (sh baselineShape) run(i int) string {
+	if sh.jetflow {
+		return uuid.Must(uuid.NewV7()).String()
+	}
+	return "r" + strconv.Itoa(i)
+}
+
+func (sh baselineShape) msg(run string, n int) *nats.Msg {
+	m := &nats.Msg{Subject: "base.step." + run + "." + strconv.Itoa(n), Data: sh.body, Header: nats.Header{}}
+	m.Header.Set(jetstream.MsgIDHeader, run+"."+strconv.Itoa(n))
+	if sh.jetflow {
+		m.Header.Set(workflow.HeaderRun, run)
+		m.Header.Set(workflow.HeaderNode, "s"+strconv.Itoa(n))
+	}
+	return m
+}
+
+func baseline(b *testing.B, jetflowBytes bool) {
+	sh := newBaselineShape(jetflowBytes)
 	for range b.N {
 		b.StopTimer()
 		srv := natstest.Start(b)
@@ -74,8 +126,7 @@ func BenchmarkBaseline(b *testing.B) {
 			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute}); err != nil {
 			b.Fatal(err)
 		}
-		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "base_kv", Storage: jetstream.FileStorage})
-		if err != nil {
+		if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "base_kv", Storage: jetstream.FileStorage}); err != nil {
 			b.Fatal(err)
 		}
 		st, _ := js.Stream(ctx, "KV_base_kv")
@@ -84,13 +135,12 @@ func BenchmarkBaseline(b *testing.B) {
 		if _, err := js.UpdateStream(ctx, cfg); err != nil {
 			b.Fatal(err)
 		}
-		cons, err := js.CreateConsumer(ctx, "BASE", jetstream.ConsumerConfig{Durable: "base", AckPolicy: jetstream.AckExplicitPolicy,
-			AckWait: 30 * time.Second, MaxDeliver: 20, MaxAckPending: 1000, FilterSubject: "base.step.>"})
-		if err != nil {
+		if _, err := js.CreateConsumer(ctx, "BASE", jetstream.ConsumerConfig{Durable: "base", AckPolicy: jetstream.AckExplicitPolicy,
+			AckWait: 30 * time.Second, MaxDeliver: 20, MaxAckPending: 1000, FilterSubject: "base.step.>"}); err != nil {
 			b.Fatal(err)
 		}
 		for i := range benchRuns {
-			if _, err := js.Publish(ctx, fmt.Sprintf("base.step.r%d.0", i), []byte(`{"v":1}`), jetstream.WithMsgID(fmt.Sprintf("r%d.0", i))); err != nil {
+			if _, err := js.PublishMsg(ctx, sh.msg(sh.run(i), 0)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -98,18 +148,15 @@ func BenchmarkBaseline(b *testing.B) {
 		js2, _ := jetstream.New(nc2)
 		kv2, _ := js2.KeyValue(ctx, "base_kv")
 		cons2, _ := js2.Consumer(ctx, "BASE", "base")
-		_ = cons
 		var done atomic.Int64
 		finished := make(chan struct{})
 		sem := make(chan struct{}, benchInFlight)
 		b.StartTimer()
-		start, cpu, endProfile := time.Now(), cpuTime(), profileTimed(b, "baseline")
+		start, cpu, endProfile, wire := time.Now(), cpuTime(), profileTimed(b, "baseline"), wireStats(srv.Server)
 		var wg sync.WaitGroup
 		cc, err := cons2.Consume(func(m jetstream.Msg) {
 			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
+			wg.Go(func() {
 				defer func() { <-sem }()
 				parts := strings.Split(m.Subject(), ".") // base.step.<run>.<i>
 				run, i := parts[2], parts[3]
@@ -118,21 +165,19 @@ func BenchmarkBaseline(b *testing.B) {
 					_ = m.Ack()
 					return
 				}
-				if _, err := kv2.Create(ctx, key, []byte(`{"status":"done","output":null}`)); err != nil {
+				if _, err := kv2.Create(ctx, key, sh.value); err != nil {
 					_ = m.Nak()
 					return
 				}
-				var n int
-				fmt.Sscan(i, &n)
+				n, _ := strconv.Atoi(i)
 				if n+1 < benchSteps {
-					subj := fmt.Sprintf("base.step.%s.%d", run, n+1)
-					if _, err := js2.Publish(ctx, subj, []byte(`{"v":1}`), jetstream.WithMsgID(fmt.Sprintf("%s.%d", run, n+1))); err != nil {
+					if _, err := js2.PublishMsg(ctx, sh.msg(run, n+1)); err != nil {
 						_ = m.Nak()
 						return
 					}
 				} else {
 					// The last step's "next" is the run's end record, as in jetflow.
-					if _, err := kv2.Create(ctx, "end."+run, []byte(`{"status":"completed"}`)); err != nil {
+					if _, err := kv2.Create(ctx, "end."+run, []byte(`{"status":"completed","at":"2026-11-28T10:44:44.123456789Z"}`)); err != nil {
 						_ = m.Nak()
 						return
 					}
@@ -141,7 +186,7 @@ func BenchmarkBaseline(b *testing.B) {
 					}
 				}
 				_ = m.Ack()
-			}()
+			})
 		}, jetstream.PullMaxMessages(benchInFlight))
 		if err != nil {
 			b.Fatal(err)
@@ -153,11 +198,11 @@ func BenchmarkBaseline(b *testing.B) {
 		}
 		elapsed, cpu := time.Since(start), cpuTime()-cpu
 		endProfile()
+		wire(b)
 		b.StopTimer()
 		cc.Stop()
 		wg.Wait()
 		nc2.Close()
-		_ = kv
 		b.ReportMetric(float64(benchRuns*benchSteps)/elapsed.Seconds(), "steps/s")
 		b.ReportMetric(float64(cpu.Microseconds())/(benchRuns*benchSteps), "cpu-µs/step")
 	}
@@ -171,6 +216,20 @@ func cpuTime() time.Duration {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// wireStats reports the client messages and bytes the server received and sent per step
+// between its call and the call of the function it returns: the broker work of a step.
+func wireStats(s *server.Server) func(b *testing.B) {
+	before, _ := s.Varz(nil)
+	return func(b *testing.B) {
+		after, _ := s.Varz(nil)
+		steps := float64(benchRuns * benchSteps)
+		b.ReportMetric(float64(after.InMsgs-before.InMsgs)/steps, "in-msgs/step")
+		b.ReportMetric(float64(after.OutMsgs-before.OutMsgs)/steps, "out-msgs/step")
+		b.ReportMetric(float64(after.InBytes-before.InBytes)/steps, "in-B/step")
+		b.ReportMetric(float64(after.OutBytes-before.OutBytes)/steps, "out-B/step")
+	}
 }
 
 // profileTimed writes a CPU profile of the timed part only (no setup, no start of the

@@ -16,7 +16,7 @@ import (
 )
 
 // setupB is setup for benchmarks (default ack wait).
-func setupB(b *testing.B) *fixture {
+func setupB(b testing.TB) *fixture {
 	b.Helper()
 	srv := natstest.Start(b)
 	names := srv.Setup(b, "jetflow", 30*time.Second)
