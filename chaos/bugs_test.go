@@ -196,12 +196,11 @@ func TestBugDuplicateCountedAsCrash(t *testing.T) {
 
 // TestBugFirstDeliveryCrashNotCounted: a worker killed while it runs a step's first delivery
 // leaves no trace in the node state (step 2 writes `running` only on a redelivery), so the
-// handler's re-run on the next delivery is counted neither in `crashes` nor in
-// jetflow_step_reruns_total, against DESIGN.md's "each such re-run is counted". It also
-// means a poison step kills max_crashes+1 workers before the DLQ takes it.
+// handler's re-run on the next delivery was counted neither in `crashes` nor in
+// jetflow_step_reruns_total, against DESIGN.md's "each such re-run is counted". Fixed: every
+// deliberate hand-back marks the node state with its message, so a redelivery of a message
+// the state holds no mark of follows a crash or a timeout, and is counted.
 func TestBugFirstDeliveryCrashNotCounted(t *testing.T) {
-	t.Skip("known and documented (README, \"Crash counting\"): counting it needs a KV write before every " +
-		"first delivery's handler, against DESIGN.md's happy-path cost; kept as the reproduction for when that changes")
 	r := newRig(t, "bug-first-crash", rigOptions{})
 	r.applyWorkflow("slow", node{name: "s", env: map[string]string{"SLEEP": "3"}})
 	a, err := r.startWorker()

@@ -105,6 +105,82 @@ func TestCrashPoints(t *testing.T) {
 	}
 }
 
+// A worker that dies right after a handler returned on a step's first delivery leaves no
+// trace in the node state; the redelivery counts the crash all the same (README, "Crash
+// counting"), and runs the handler again.
+func TestFirstDeliveryCrashIsCounted(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := workflow.New("first")
+	wf.Node("a", "work")
+	f.apply(wf)
+	var runs counter
+	handler := func(ctx context.Context, s *Step) (any, error) { runs.inc(s); return "ok", nil }
+	var died atomic.Bool
+	var nc1 *nats.Conn
+	_, nc1, _ = f.worker(Config{hook: func(point string) bool {
+		if point != pointHandlerDone || !died.CompareAndSwap(false, true) {
+			return false
+		}
+		nc1.Close()
+		return true
+	}}, func(w *Worker) { w.Handle("work", handler) })
+	id := f.start("first", `{}`)
+	natstest.Eventually(t, 20*time.Second, died.Load, "worker never reached %s", pointHandlerDone)
+	if st := f.node(id, "a"); st != nil {
+		t.Fatalf("the first delivery wrote %+v before it died; want no trace", st)
+	}
+	reruns := &countingObserver{}
+	f.worker(Config{Observer: reruns}, func(w *Worker) { w.Handle("work", handler) })
+	if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
+	}
+	st := f.node(id, "a")
+	if st.Crashes != 1 || st.Attempts != 1 || runs.get(id, "a") != 2 || reruns.reruns.Load() != 1 {
+		t.Fatalf("crashes %d, attempts %d, handler runs %d, reruns observed %d; want 1, 1, 2, 1",
+			st.Crashes, st.Attempts, runs.get(id, "a"), reruns.reruns.Load())
+	}
+}
+
+// Steps a worker hands back on purpose (deferred by a rate limit, again and again) mark
+// their node state first: their redeliveries count no crash.
+func TestHandBacksAreNotCrashes(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := workflow.New("limited")
+	wf.Node("a", "work")
+	wf.Nodes[0].Rate = &workflow.Rate{PerSecond: 2, Burst: 1} // waits over AckWait/3 are handed back
+	f.apply(wf)
+	var runs counter
+	reruns := &countingObserver{}
+	f.worker(Config{Observer: reruns}, func(w *Worker) {
+		w.Handle("work", func(ctx context.Context, s *Step) (any, error) { runs.inc(s); return "ok", nil })
+	})
+	var ids []string
+	for range 6 {
+		ids = append(ids, f.start("limited", `{}`))
+	}
+	for _, id := range ids {
+		if end := f.waitEnd(id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+			t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
+		}
+		if st := f.node(id, "a"); st.Crashes != 0 || runs.get(id, "a") != 1 {
+			t.Errorf("run %s: %d crashes, handler ran %d times; want 0 and 1", id, st.Crashes, runs.get(id, "a"))
+		}
+	}
+	if n := reruns.reruns.Load(); n != 0 {
+		t.Errorf("%d re-runs reported, want none", n)
+	}
+}
+
+// countingObserver counts the re-runs a worker reports.
+type countingObserver struct {
+	nopObserver
+	reruns atomic.Int64
+}
+
+func (o *countingObserver) StepRerun(workflow, node string) { o.reruns.Add(1) }
+
 // TestNATSRestartMidRun shuts the server down while a run is under way and starts it again
 // on the same store: the run completes.
 func TestNATSRestartMidRun(t *testing.T) {

@@ -36,6 +36,7 @@ const (
 	pointScheduled     = "scheduled"      // deferring: after the schedule publish, before the Ack
 	pointDoneWritten   = "done-written"   // step 5a: after CAS done, before fan-out
 	pointSinksComplete = "sinks-complete" // step 6: after the completing sinks write, before end
+	pointHandlerDone   = "handler-done"   // step 4: after the handler returned, before any write
 )
 
 // stepRun is one delivery of one step.
@@ -149,6 +150,45 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg, 
 	}
 }
 
+// ops returns the context of a broker call on the step's hot path: the worker's shared
+// deadline (see opsDeadline), or ctx itself when ctx carries a span to propagate or the
+// worker is not running.
+func (s *stepRun) ops(ctx context.Context) context.Context {
+	if s.w.ops == nil || s.w.cfg.Tracer != nil {
+		return ctx
+	}
+	return s.w.ops.get()
+}
+
+// handBack returns the step to the stream unfinished (after delay), without spending an
+// attempt. It first marks the node state with this message when the state holds no mark of
+// it yet, so that the next delivery does not take the gap for a crash (see run). The mark
+// is best effort: if it cannot be written, the next delivery counts one crash too many.
+func (s *stepRun) handBack(ctx context.Context, st *checkpoint.Node, rev uint64, delay time.Duration) error {
+	if seq := s.meta.Sequence.Stream; !st.Final() && dispatchOf(st) == s.env.Dispatch && (st == nil || st.Seq != seq) {
+		next := checkpoint.Node{Status: checkpoint.StatusRetrying, Dispatch: s.env.Dispatch}
+		if st != nil {
+			next = *st
+			if next.Status == checkpoint.StatusRunning {
+				next.Status = checkpoint.StatusRetrying
+			}
+		}
+		next.Delivery, next.Seq = s.meta.NumDelivered, seq
+		if ctx.Err() != nil { // stopping: the mark is still worth a short try
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+		}
+		if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+			s.logger().Debug("cannot mark a step handed back; its next delivery will count a crash", "err", err)
+		}
+	}
+	if delay > 0 {
+		return s.msg.NakWithDelay(delay)
+	}
+	return s.msg.Nak()
+}
+
 // letGo lets go of the step's claim and slot, once.
 func (s *stepRun) letGo() { s.finished.Do(s.finish) }
 
@@ -171,7 +211,7 @@ func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg
 }
 
 func (s *stepRun) run(ctx context.Context) error {
-	st, rev, err := s.w.store.Node(ctx, s.env.RunID, s.env.Node)
+	st, rev, err := s.w.store.Node(s.ops(ctx), s.env.RunID, s.env.Node)
 	if err != nil {
 		return err
 	}
@@ -225,18 +265,41 @@ func (s *stepRun) run(ctx context.Context) error {
 			s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
 			return s.msg.Ack()
 		}
-		if st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n {
-			// The previous delivery crashed or timed out while it ran the handler.
-			if st.Crashes+1 >= s.node.MaxCrashesOrDefault() {
-				reason := fmt.Sprintf("worker crashed or timed out %d times on this step", st.Crashes+1)
-				return s.deadLetter(ctx, st, rev, st.Attempts, reason, cmpOr(st.LastError, reason))
+		seq := s.meta.Sequence.Stream
+		// The previous delivery crashed or timed out while it ran the handler: it marked
+		// the step running (a redelivery), or it left no trace of this message at all (a
+		// first delivery writes nothing before its handler, and every deliberate hand-back
+		// marks the state with the message first; see handBack).
+		crashed := st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n
+		untraced := n > 1 && (st == nil || st.Status != checkpoint.StatusRunning && st.Seq != seq)
+		if crashed || untraced {
+			crashes := 1
+			if st != nil {
+				crashes = st.Crashes + 1
+			}
+			if crashes >= s.node.MaxCrashesOrDefault() {
+				reason := fmt.Sprintf("worker crashed or timed out %d times on this step", crashes)
+				errText := reason
+				if st != nil {
+					errText = cmpOr(st.LastError, reason)
+				}
+				return s.deadLetter(ctx, st, rev, attemptsOf(st), reason, errText)
 			}
 			s.w.cfg.Observer.StepRerun(s.env.Workflow, s.env.Node)
-			// Count the crash, and mark the step not running: a crash while it waits for
-			// the quarantine below is not its own.
-			next := *st
-			next.Crashes++
-			next.Status, next.Delivery, next.Seq = checkpoint.StatusRetrying, 0, 0
+			lastSeq, lastDelivery := uint64(0), uint64(0)
+			if st != nil {
+				lastSeq, lastDelivery = st.Seq, st.Delivery
+			}
+			s.logger().Warn("step delivered again after its worker crashed or timed out", "delivery", n, "stream_seq", seq,
+				"crashes", crashes, "marked_running", crashed, "state_seq", lastSeq, "state_delivery", lastDelivery)
+			// Count the crash, and mark the step not running but seen by this message: a
+			// crash while it waits for the quarantine below is not its own.
+			next := checkpoint.Node{Dispatch: s.env.Dispatch}
+			if st != nil {
+				next = *st
+			}
+			next.Crashes = crashes
+			next.Status, next.Delivery, next.Seq = checkpoint.StatusRetrying, n, seq
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
 			if errors.Is(err, checkpoint.ErrConflict) {
 				continue
@@ -250,8 +313,7 @@ func (s *stepRun) run(ctx context.Context) error {
 			// crash suspect at a time), so a poison step cannot take innocent steps down
 			// with it again and again until their crash counts reach the DLQ.
 			if release = s.w.quarantine(ctx, s.msg, s.ts.ackWait); release == nil {
-				_ = s.msg.Nak()
-				return nil
+				return s.handBack(ctx, st, rev, 0)
 			}
 			defer release()
 			continue // the state may have moved while this delivery waited
@@ -304,6 +366,9 @@ func (s *stepRun) run(ctx context.Context) error {
 	if abandoned {
 		return errDead // nothing more to write or ack: the ack wait redelivers it
 	}
+	if s.w.at(pointHandlerDone) {
+		return errDead
+	}
 	if herr != nil && ctx.Err() != nil {
 		// Shutdown is not a failure: hand the step back, unspent.
 		if wroteRunning {
@@ -311,10 +376,12 @@ func (s *stepRun) run(ctx context.Context) error {
 			if before != nil {
 				restore = *before
 			}
+			restore.Delivery, restore.Seq = s.meta.NumDelivered, s.meta.Sequence.Stream // handed back, not crashed
 			_, _ = s.w.store.PutNode(context.WithoutCancel(ctx), s.env.RunID, s.env.Node, &restore, rev)
+			_ = s.msg.Nak()
+			return nil
 		}
-		_ = s.msg.Nak()
-		return nil
+		return s.handBack(context.WithoutCancel(ctx), st, rev, 0)
 	}
 	if herr != nil && errors.Is(herr, ErrRunCancelled) || s.w.cancelled(s.env.RunID) && herr != nil {
 		return s.msg.Ack()
@@ -572,7 +639,7 @@ func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, a
 func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, attempt int, out []byte) error {
 	next.Status, next.Attempts, next.Output = checkpoint.StatusDone, attempt, out
 	next.EndedAt, next.NotBefore, next.LastError = time.Now().UTC(), time.Time{}, ""
-	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
+	if _, err := s.w.store.PutNode(s.ops(ctx), s.env.RunID, s.env.Node, &next, rev); err != nil {
 		return err
 	}
 	s.dropProgress(ctx)
@@ -632,12 +699,14 @@ func (s *stepRun) deferStep(ctx context.Context, next checkpoint.Node, rev uint6
 	next.Status, next.NotBefore = checkpoint.StatusRetrying, until.UTC()
 	short := wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5
 	if short {
+		next.Delivery, next.Seq = s.meta.NumDelivered, s.meta.Sequence.Stream // handed back, not crashed
 		if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
 			return err
 		}
 		return s.msg.NakWithDelay(wait)
 	}
 	next.Sched++
+	next.Delivery, next.Seq = 0, 0
 	next.Dispatch = workflow.DispatchSchedule(next.Sched)
 	if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev); err != nil {
 		return err
@@ -704,7 +773,7 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 		child := s.def.Lookup(c)
 		nodes := map[string]json.RawMessage{s.env.Node: out}
 		if len(child.Needs) > 1 {
-			complete, err := s.w.store.Join(ctx, workflow.JoinKey(s.env.RunID, c), s.env.Node, child.Needs)
+			complete, err := s.w.store.Join(s.ops(ctx), workflow.JoinKey(s.env.RunID, c), s.env.Node, child.Needs)
 			if err != nil {
 				return err
 			}
@@ -718,7 +787,7 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 				if p == s.env.Node {
 					continue
 				}
-				pst, _, err := s.w.store.Node(ctx, s.env.RunID, p)
+				pst, _, err := s.w.store.Node(s.ops(ctx), s.env.RunID, p)
 				if err != nil {
 					return err
 				}
@@ -742,7 +811,7 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 			return err
 		}
 		env := &workflow.Envelope{RunID: s.env.RunID, Workflow: s.env.Workflow, Def: s.env.Def, Node: c, Input: input, Dispatch: workflow.DispatchFirst}
-		if _, err := producer.Publish(ctx, s.w.js, s.w.cfg.Names, child.Type, env); err != nil {
+		if _, err := producer.Publish(s.ops(ctx), s.w.js, s.w.cfg.Names, child.Type, env); err != nil {
 			return err
 		}
 	}
@@ -753,7 +822,7 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 func (s *stepRun) sinkDone(ctx context.Context) error {
 	sinks := s.def.Sinks()
 	if len(sinks) > 1 {
-		complete, err := s.w.store.Join(ctx, workflow.SinksKey(s.env.RunID), s.env.Node, sinks)
+		complete, err := s.w.store.Join(s.ops(ctx), workflow.SinksKey(s.env.RunID), s.env.Node, sinks)
 		if err != nil || !complete {
 			return err
 		}
@@ -768,7 +837,7 @@ func (s *stepRun) sinkDone(ctx context.Context) error {
 // reports the run's duration.
 func (s *stepRun) endRun(ctx context.Context, status, reason string) error {
 	at := time.Now().UTC()
-	created, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: status, Reason: reason, At: at})
+	created, err := s.w.store.CreateEnd(s.ops(ctx), s.env.RunID, &checkpoint.End{Status: status, Reason: reason, At: at})
 	if err != nil || !created {
 		return err
 	}

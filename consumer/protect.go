@@ -87,8 +87,7 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				_ = s.msg.Nak()
-				return nil, true, nil
+				return nil, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
 			case <-t.C:
 			}
 		}
@@ -120,7 +119,7 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64, wait time.Duration) error {
 	wait = max(wait, 10*time.Millisecond)
 	if wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5 {
-		return s.msg.NakWithDelay(wait)
+		return s.handBack(ctx, st, rev, wait)
 	}
 	next := checkpoint.Node{Dispatch: s.env.Dispatch}
 	if st != nil {
@@ -189,8 +188,7 @@ func (s *stepRun) fallback(ctx context.Context, st *checkpoint.Node, rev uint64,
 			return true, s.record(ctx, st, rev, attempt, time.Now().UTC(), out, nil, true)
 		}
 		if ctx.Err() != nil {
-			_ = s.msg.Nak()
-			return true, nil
+			return true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
 		}
 		errs = append(errs, typ+": "+workflow.OneLine(err.Error(), 300))
 	}

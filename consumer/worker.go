@@ -143,6 +143,7 @@ type Worker struct {
 	breakers *breaker.Set
 	limits   *breaker.Limits
 	presence *presence
+	ops      *opsDeadline // the shared deadline of broker calls; nil before Run
 	inFlight atomic.Int64
 }
 
@@ -296,6 +297,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	fetchCtx, stopFetch := context.WithCancel(ctx)
 	defer stopFetch()
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	w.mu.Lock()
+	w.ops = newOpsDeadline(workCtx)
+	w.mu.Unlock()
 	defer stopWork()
 	go func() {
 		select {
@@ -429,13 +433,15 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 				// Shutting down, or paused by the health monitor: hand every buffered step
 				// back at once, unstarted.
 				it.Drain()
+				hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
 				for {
 					msg, err := it.Next()
 					if err != nil {
 						break
 					}
-					_ = msg.Nak()
+					w.handBackUnstarted(hctx, ts, msg)
 				}
+				cancel()
 				break
 			}
 			if !ts.waitBelowLimit(fetchCtx) {
@@ -457,7 +463,9 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 				break
 			}
 			if fetchCtx.Err() != nil || ts.paused() {
-				_ = msg.Nak()
+				hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
+				w.handBackUnstarted(hctx, ts, msg)
+				cancel()
 				release(ts.slots, 1)
 				continue
 			}
@@ -478,6 +486,32 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 		close(stopped)
 		it.Stop()
 	}
+}
+
+// handBackTimeout bounds the marking of the steps a stopping or paused worker hands back.
+const handBackTimeout = 5 * time.Second
+
+// handBackUnstarted hands back a step this worker received but never started, marking its
+// node state so the next delivery does not count a crash (see stepRun.handBack). A step
+// whose state cannot be read is handed back unmarked.
+func (w *Worker) handBackUnstarted(ctx context.Context, ts *typeState, msg jetstream.Msg) {
+	meta, err := msg.Metadata()
+	if err != nil {
+		_ = msg.Nak()
+		return
+	}
+	env, err := workflow.DecodeEnvelope(msg.Data())
+	if err != nil || ctx.Err() != nil {
+		_ = msg.Nak() // a malformed step goes to the DLQ on its next delivery
+		return
+	}
+	st, rev, err := w.store.Node(ctx, env.RunID, env.Node)
+	if err != nil {
+		_ = msg.Nak()
+		return
+	}
+	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env}
+	_ = s.handBack(ctx, st, rev, 0)
 }
 
 // paused reports whether the health monitor paused this type in this worker.
