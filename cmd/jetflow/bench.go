@@ -68,9 +68,10 @@ func (a *app) benchCmd() *cobra.Command {
 			"random prefix of its own (set up first, deleted afterwards) on the server --nats names, or\n" +
 			"on an embedded server in a temporary directory when neither --nats nor NATS_URL is set.\n" +
 			"Setup and starting the runs are not timed.\n\n" +
-			"Step latency is a node's started_at → ended_at (the handler's run, up to its result) over a\n" +
-			"sample of node states. Run latency is end.at − max(run created, worker start): every run is\n" +
-			"queued before the worker starts, so it includes the wait behind the rest of the batch.\n\n" +
+			"Step latency is from the moment a step can run (its parent's result recorded; for a first\n" +
+			"step, the worker's start) to its own result, over a sample of node states. Run latency is\n" +
+			"end.at − max(run created, worker start). Every run is queued before the worker starts, so\n" +
+			"both include the wait behind the rest of the batch: they are latencies under full load.\n\n" +
 			"--baseline also runs, on the same server with the same concurrency, the hand-written\n" +
 			"pipeline (per step: consume, KV get, KV create, publish the next step with Nats-Msg-Id, ack)\n" +
 			"and the raw chain (consume, publish next, ack), and prints jetflow's ratio to each.",
@@ -191,7 +192,7 @@ func (a *app) benchPipeline(ctx context.Context, dial benchjs.Dialer, names work
 // printBench prints the figures for people.
 func printBench(w io.Writer, r benchReport) {
 	fmt.Fprintf(w, "  jetflow    %d steps in %.3f s: %.0f steps/s, %.0f runs/s\n", r.Steps, r.Seconds, r.StepsPerSec, r.RunsPerSec)
-	fmt.Fprintf(w, "             step latency p50 %s, p99 %s (handler start → result; %d node states)\n", fmtMs(r.P50ms), fmtMs(r.P99ms), r.LatencySample)
+	fmt.Fprintf(w, "             step latency p50 %s, p99 %s (ready → result, queueing included; %d node states)\n", fmtMs(r.P50ms), fmtMs(r.P99ms), r.LatencySample)
 	fmt.Fprintf(w, "             run latency  p50 %s, p99 %s (worker start → run end; every run was queued first)\n", fmtMs(r.RunP50ms), fmtMs(r.RunP99ms))
 	if r.Baseline != nil {
 		fmt.Fprintf(w, "  pipeline   %d steps in %.3f s: %.0f steps/s (by hand: consume, KV get, KV create, publish next, ack)\n", r.Steps, r.Baseline.Seconds, r.Baseline.StepsPerSec)

@@ -97,8 +97,8 @@ type EngineResult struct {
 	Result
 	// Failed counts the runs that ended other than completed.
 	Failed int
-	// StepLatency is over Sampled node states: started_at (the handler starts) to ended_at
-	// (its result is recorded).
+	// StepLatency is over Sampled node states: from the step's parent's result (for a first
+	// step, the worker's start) to its own result, queueing included.
 	StepLatency Quantiles
 	Sampled     int
 	// RunLatency is end.at − max(run created, worker start). Every run is queued before the
@@ -191,7 +191,7 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 		runLat = append(runLat, e.At.Sub(start))
 	}
 	res.RunLatency = quantiles(runLat)
-	stepLat, err := sampleSteps(ctx, store, ids, cfg.Steps, cfg.Sample)
+	stepLat, err := sampleSteps(ctx, store, ids, cfg.Steps, cfg.Sample, start)
 	if err != nil {
 		return res, err
 	}
@@ -290,36 +290,50 @@ func (c *endCounter) snapshot() []checkpoint.End {
 	return out
 }
 
-// sampleSteps reads node states of runs spread over ids, up to sample states in all, and
-// returns their started_at → ended_at.
-func sampleSteps(ctx context.Context, store *checkpoint.Store, ids []string, steps, sample int) ([]time.Duration, error) {
+// sampleSteps reads the node states of runs spread over ids, up to sample states in all,
+// and returns each step's latency: from the moment it could run (its parent's result
+// recorded; for a first step, start) to its own result recorded. It includes the wait in
+// the queue behind other ready steps, the delivery, the KV read, the handler and the write.
+func sampleSteps(ctx context.Context, store *checkpoint.Store, ids []string, steps, sample int, start time.Time) ([]time.Duration, error) {
 	if len(ids) == 0 || steps == 0 || sample == 0 {
 		return nil, nil
 	}
-	k := min(len(ids), (sample+steps-1)/steps)
-	type key struct{ run, node string }
-	var keys []key
-	for j := range k {
-		run := ids[j*len(ids)/k]
-		for i := range steps {
-			if len(keys) < sample {
-				keys = append(keys, key{run, nodeName(i)})
-			}
-		}
+	runs := ids[:0:0]
+	for j, k := 0, min(len(ids), (sample+steps-1)/steps); j < k; j++ {
+		runs = append(runs, ids[j*len(ids)/k])
 	}
-	out := make([]time.Duration, len(keys))
-	err := parallel(ctx, len(keys), 16, func(ctx context.Context, i int) error {
-		st, _, err := store.Node(ctx, keys[i].run, keys[i].node)
-		if err != nil {
-			return err
+	ended := make([][]time.Time, len(runs))
+	err := parallel(ctx, len(runs), 16, func(ctx context.Context, j int) error {
+		ended[j] = make([]time.Time, steps)
+		for i := range steps {
+			st, _, err := store.Node(ctx, runs[j], nodeName(i))
+			if err != nil {
+				return err
+			}
+			if st == nil || st.EndedAt.IsZero() {
+				return fmt.Errorf("node %s of run %s has no recorded end", nodeName(i), runs[j])
+			}
+			ended[j][i] = st.EndedAt
 		}
-		if st == nil || st.StartedAt.IsZero() || st.EndedAt.IsZero() {
-			return fmt.Errorf("node %s of run %s has no recorded start and end", keys[i].node, keys[i].run)
-		}
-		out[i] = st.EndedAt.Sub(st.StartedAt)
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return nil, err
+	}
+	var out []time.Duration
+	for _, e := range ended {
+		for i := range e {
+			if len(out) == sample {
+				return out, nil
+			}
+			ready := start
+			if i > 0 {
+				ready = e[i-1]
+			}
+			out = append(out, max(e[i].Sub(ready), 0))
+		}
+	}
+	return out, nil
 }
 
 // quantiles returns the nearest-rank median and 99th percentile of d (which it sorts).
