@@ -22,8 +22,8 @@ lint: ## gofmt, go vet, and golangci-lint when installed
 	$(GO) vet ./...
 	@command -v golangci-lint >/dev/null && golangci-lint run || echo "golangci-lint not installed: skipped"
 
-bench: ## engine vs hand-written JetStream pipeline (steps/s)
-	$(GO) test ./consumer -run '^$$' -bench . -benchtime 1x -count 5
+bench: ## engine vs hand-written JetStream pipeline: 8 alternating pairs, median ratio
+	bash scripts/bench-ratio.sh 8 minimal
 
 fuzz: ## every fuzz target for 30 s (decoders of outside input)
 	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 30s
@@ -31,6 +31,10 @@ fuzz: ## every fuzz target for 30 s (decoders of outside input)
 	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 30s
 	$(GO) test ./nodes -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime 30s
 	$(GO) test ./dlq -run '^$$' -fuzz '^FuzzFromMsg$$' -fuzztime 30s
+	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzEnvelopeFastPath$$' -fuzztime 30s
+	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzNodeJSON$$' -fuzztime 30s
+	$(GO) test ./producer -run '^$$' -fuzz '^FuzzEncodeNodeInput$$' -fuzztime 30s
+	$(GO) test ./internal/fastjson -run '^$$' -fuzz '^FuzzAppendRaw$$' -fuzztime 30s
 
 chaos: fuzz ## the long suite: fuzzing, then every chaos scenario (about 6 min)
 	$(GO) test -tags chaos -count=1 ./chaos/ -run . -timeout 30m -v
