@@ -228,8 +228,9 @@ func TestBugFirstDeliveryCrashNotCounted(t *testing.T) {
 // Pdeathsig reaches only the direct child, so a killed handler's children went on and did
 // their side effects after their worker died, beside the re-run on another worker. The fix
 // in d0fabf0 (a `trap 'kill -KILL 0' TERM` before a shell line, Pdeathsig SIGTERM) covers a
-// shell line whose own commands are the side effect; these cases remain:
-//   - argv: command given as a list of arguments: no trap, the program's children live on;
+// shell line whose own commands are the side effect; a program given as a list of
+// arguments now runs under the same shell guard. The cases:
+//   - argv: command given as a list of arguments: its children must die with the worker;
 //   - shell: a shell line that runs a script: the shell defers its trap until its foreground
 //     command ends, so the whole script still runs to its end;
 //   - ignores-TERM: a program that ignores SIGTERM now outlives its worker altogether
@@ -244,10 +245,6 @@ func TestBugExecChildOutlivesWorker(t *testing.T) {
 		{"ignores-TERM", node{name: "e", timeout: "2s", env: map[string]string{"HANG_FIRST": "1"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.name == "argv" {
-				t.Skip("known and documented (README, Limits): a program run directly from an argument list dies " +
-					"with its worker, but children it starts may not; only a shell line gets its process group killed")
-			}
 			r := newRig(t, "bug-exec-orphan-"+tc.name, rigOptions{})
 			r.applyWorkflow("effect", tc.node)
 			a, err := r.startWorker()

@@ -11,10 +11,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -87,6 +89,21 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, consumer.Permanent(errors.New("exec: with.command is missing or empty"))
 	}
+	dir, _ := s.With["dir"].(string)
+	if pdeath == syscall.SIGKILL {
+		// A program given as a list of arguments runs under the same shell guard as a
+		// shell line: Pdeathsig reaches only the direct child, so the children a program
+		// starts would outlive a killed worker. The program is looked up here, so that a
+		// missing one stays a clear permanent error (not the shell's exit 127).
+		prog, err := lookPath(argv[0], dir)
+		if err != nil {
+			return nil, consumer.Permanent(fmt.Errorf("exec: %w", err))
+		}
+		if guardShellOK() {
+			argv = append([]string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\nexec 3<&0\n\"$@\" <&3 3<&- &\nwait $!", "jetflow-exec", prog}, argv[1:]...)
+			pdeath = syscall.SIGTERM
+		}
+	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// Its own process group, so a timeout stops the program's children too; and killed if the
 	// worker dies (Linux), so a crashed worker leaves no handler running beside the retry.
@@ -96,7 +113,7 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = killTimeout
-	if dir, ok := s.With["dir"].(string); ok && dir != "" {
+	if dir != "" {
 		// Check here: a failed chdir in the child reads as "fork/exec /bin/sh: no such file
 		// or directory", which names the program, not the directory.
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
@@ -166,6 +183,24 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	}
 	return json.RawMessage(out), nil
 }
+
+// lookPath finds the program name as exec.Command would, with a relative path taken from
+// dir (the directory it will run in) when dir is set.
+func lookPath(name, dir string) (string, error) {
+	if dir != "" && strings.Contains(name, "/") && !filepath.IsAbs(name) {
+		if _, err := exec.LookPath(filepath.Join(dir, name)); err != nil {
+			return "", err
+		}
+		return name, nil
+	}
+	return exec.LookPath(name)
+}
+
+// guardShellOK reports whether /bin/sh is there to guard a program's process group.
+var guardShellOK = sync.OnceValue(func() bool {
+	fi, err := os.Stat("/bin/sh")
+	return err == nil && !fi.IsDir()
+})
 
 func preview(b []byte) string {
 	if len(b) > 40 {
