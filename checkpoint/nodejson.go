@@ -14,6 +14,12 @@ import (
 // caller then uses encoding/json. FuzzNodeJSON checks both ways agree.
 func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 	ok := true
+	// name starts a field: ,"key":
+	name := func(key string) {
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":`...)
+	}
 	str := func(key, s string, always bool) {
 		if s == "" && !always {
 			return
@@ -22,29 +28,22 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 			ok = false
 			return
 		}
-		b = append(b, ',', '"')
-		b = append(b, key...)
-		b = append(b, `":"`...)
+		name(key)
+		b = append(b, '"')
 		b = append(b, s...)
 		b = append(b, '"')
 	}
 	num := func(key string, v uint64) {
-		if v == 0 {
-			return
+		if v != 0 {
+			name(key)
+			b = strconv.AppendUint(b, v, 10)
 		}
-		b = append(b, ',', '"')
-		b = append(b, key...)
-		b = append(b, `":`...)
-		b = strconv.AppendUint(b, v, 10)
 	}
 	signed := func(key string, v int) {
-		if v == 0 {
-			return
+		if v != 0 {
+			name(key)
+			b = strconv.AppendInt(b, int64(v), 10)
 		}
-		b = append(b, ',', '"')
-		b = append(b, key...)
-		b = append(b, `":`...)
-		b = strconv.AppendInt(b, int64(v), 10)
 	}
 	at := func(key string, t time.Time) {
 		if t.IsZero() {
@@ -54,9 +53,8 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 			ok = false
 			return
 		}
-		b = append(b, ',', '"')
-		b = append(b, key...)
-		b = append(b, `":"`...)
+		name(key)
+		b = append(b, '"')
 		b = t.AppendFormat(b, time.RFC3339Nano)
 		b = append(b, '"')
 	}
@@ -64,9 +62,7 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 		if len(r) == 0 {
 			return
 		}
-		b = append(b, ',', '"')
-		b = append(b, key...)
-		b = append(b, `":`...)
+		name(key)
 		var fine bool
 		if b, fine = fastjson.AppendRaw(b, r); !fine {
 			ok = false
