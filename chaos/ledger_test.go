@@ -19,10 +19,11 @@ import (
 //
 // to $LEDGER — one printf into a file opened O_APPEND, so one write(2) per line and lines
 // never interleave — where event is start, then finish (exit 0) or fail (an injected exit 1);
-// a run that is killed or hangs has a start only. $PPID is the worker that ran the step.
+// a run that is killed or hangs has a start only. $JETFLOW_WORKER_PID is the worker that ran
+// the step (its $PPID is the exec node's guarding shell).
 // The environment (with.env of the node) chooses the behaviour:
 //
-//	POISON=1      kill the worker (SIGKILL to $PPID)
+//	POISON=1      kill the worker (SIGKILL to $JETFLOW_WORKER_PID)
 //	HANG_FIRST=1  on attempt 1, ignore SIGTERM and sleep 600 s (the node's timeout ends it)
 //	FAIL_FIRST=1  fail attempt 1
 //	FAIL_PCT=N    fail N % of the attempts below FAIL_BELOW (default: every attempt)
@@ -33,11 +34,11 @@ import (
 // The output, {"key", "attempt", "pid"}, names the handler run whose result was recorded.
 const nodeScript = `# jetflow chaos suite exec node
 led() {
-	printf '%s %s %s %s %s %s %s\n' "$JETFLOW_IDEMPOTENCY_KEY" "$JETFLOW_ATTEMPT" "$$" "$PPID" "$JETFLOW_NODE" "$1" "$(date +%s%3N)" >>"$LEDGER"
+	printf '%s %s %s %s %s %s %s\n' "$JETFLOW_IDEMPOTENCY_KEY" "$JETFLOW_ATTEMPT" "$$" "$JETFLOW_WORKER_PID" "$JETFLOW_NODE" "$1" "$(date +%s%3N)" >>"$LEDGER"
 }
 led start
 if [ -n "$POISON" ]; then
-	kill -9 "$PPID"
+	kill -9 "$JETFLOW_WORKER_PID"
 	sleep 5
 	exit 1
 fi

@@ -672,3 +672,19 @@ func TestExecStdoutTooLarge(t *testing.T) {
 		t.Errorf("output is %T, want nil on error", out)
 	}
 }
+
+// A program's parent is the guarding shell; JETFLOW_WORKER_PID names the worker.
+func TestExecWorkerPID(t *testing.T) {
+	t.Parallel()
+	out, err := runExec(t, newStep(map[string]any{"command": []any{"/bin/sh", "-c", `printf '[%s, %s]' "$JETFLOW_WORKER_PID" "$PPID"`}}, `{}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	if err := json.Unmarshal(out.(json.RawMessage), &pids); err != nil || len(pids) != 2 {
+		t.Fatalf("output %s: %v", out, err)
+	}
+	if pids[0] != os.Getpid() || pids[1] == os.Getpid() {
+		t.Fatalf("JETFLOW_WORKER_PID %d, $PPID %d; want the worker %d, and the guarding shell", pids[0], pids[1], os.Getpid())
+	}
+}

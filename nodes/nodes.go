@@ -65,7 +65,8 @@ const (
 // node's input as JSON on stdin, and takes one JSON value from stdout as the output. Exit 0 is
 // success; an exit code listed in with.permanent_exit_codes is a permanent failure; any other
 // exit is retried. The last lines of stderr go into the error. The environment carries
-// JETFLOW_RUN_ID, JETFLOW_NODE, JETFLOW_ATTEMPT and JETFLOW_IDEMPOTENCY_KEY, plus with.env.
+// JETFLOW_RUN_ID, JETFLOW_NODE, JETFLOW_WORKFLOW, JETFLOW_ATTEMPT, JETFLOW_IDEMPOTENCY_KEY
+// and JETFLOW_WORKER_PID (the program's parent is a guarding shell), plus with.env.
 func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 	var argv []string
 	pdeath := syscall.SIGKILL // a program run directly dies with the worker
@@ -141,6 +142,8 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 		"JETFLOW_WORKFLOW="+s.Workflow,
 		"JETFLOW_ATTEMPT="+strconv.Itoa(s.Attempt),
 		"JETFLOW_IDEMPOTENCY_KEY="+s.IdempotencyKey,
+		// The program's parent is the guarding shell, not the worker.
+		"JETFLOW_WORKER_PID="+strconv.Itoa(os.Getpid()),
 	)
 	cmd.Env = env
 	cmd.Stdin = bytes.NewReader(s.Input)
