@@ -258,20 +258,22 @@ func (s *stepRun) run(ctx context.Context) error {
 			}()
 		}
 		n := s.meta.NumDelivered
-		if st != nil && st.Status == checkpoint.StatusRunning && st.Seq != 0 && st.Seq != s.meta.Sequence.Stream {
-			// Another copy of this step (another message) is the one marked running: it is
-			// live elsewhere, or will be redelivered if its worker died. This copy is a
-			// duplicate, not a crash.
+		if st != nil && st.Seq != 0 && st.Seq != s.meta.Sequence.Stream {
+			// Another copy of this step (another message with the same dispatch) holds it:
+			// marked running by it, or handed back by it and coming back. That message is
+			// live elsewhere, waits in the stream, or will be redelivered if its worker
+			// died. This copy is a duplicate, not a crash.
 			s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
 			return s.msg.Ack()
 		}
 		seq := s.meta.Sequence.Stream
 		// The previous delivery crashed or timed out while it ran the handler: it marked
-		// the step running (a redelivery), or it left no trace of this message at all (a
-		// first delivery writes nothing before its handler, and every deliberate hand-back
-		// marks the state with the message first; see handBack).
+		// the step running (a redelivery), or it left no mark at all (a first delivery
+		// writes nothing before its handler, and every deliberate hand-back marks the
+		// state with its message first; see handBack). A mark of another message was
+		// handled above.
 		crashed := st != nil && st.Status == checkpoint.StatusRunning && st.Delivery != n
-		untraced := n > 1 && (st == nil || st.Status != checkpoint.StatusRunning && st.Seq != seq)
+		untraced := n > 1 && (st == nil || st.Status != checkpoint.StatusRunning && st.Seq == 0)
 		if crashed || untraced {
 			crashes := 1
 			if st != nil {
