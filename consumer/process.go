@@ -247,10 +247,9 @@ func (s *stepRun) run(ctx context.Context) error {
 				return s.deadLetter(ctx, st, rev, attemptsOf(st), "permanent error", err.Error())
 			}
 			var handled bool
-			if ticket, handled, err = s.gate(ctx, st, rev, with); handled || err != nil {
+			if ticket, bs, handled, err = s.gate(ctx, st, rev, with); handled || err != nil {
 				return err
 			}
-			bs, _ = s.breakerSettings(with)
 			defer func() {
 				if ticket != nil { // not reported: the handler never ran
 					ticket.Done(ctx, breaker.ErrExcluded)

@@ -70,9 +70,9 @@ func (s *stepRun) breakerSettings(with map[string]any) (breaker.Settings, bool) 
 func typeKey(nodeType string) string { return "type=" + nodeType }
 
 // gate applies the node's rate limit and breaker (DESIGN.md step 3) before any write of this
-// delivery. It returns a ticket to report the outcome on, or handled=true when the step was
-// deferred (or run by a fallback) instead.
-func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any) (*breaker.Ticket, bool, error) {
+// delivery. It returns a ticket to report the outcome on, with the breaker's settings, or
+// handled=true when the step was deferred (or run by a fallback) instead.
+func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any) (*breaker.Ticket, breaker.Settings, bool, error) {
 	if r := s.node.Rate; r != nil && s.w.limits != nil {
 		key := r.Key
 		if key == "" {
@@ -81,37 +81,37 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 		if delay, giveBack := s.w.limits.Reserve(key, s.node.Type, r.PerSecond, r.Burst); delay > 0 {
 			if delay > s.ts.ackWait/3 {
 				giveBack()
-				return nil, true, s.deferFree(ctx, st, rev, delay)
+				return nil, breaker.Settings{}, true, s.deferFree(ctx, st, rev, delay)
 			}
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
+				return nil, breaker.Settings{}, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
 			case <-t.C:
 			}
 		}
 	}
 	bs, ok := s.breakerSettings(with)
 	if !ok || s.w.breakers == nil {
-		return nil, false, nil
+		return nil, bs, false, nil
 	}
 	ticket, wait, err := s.w.breakers.Allow(ctx, bs)
 	if err != nil {
-		return nil, true, err
+		return nil, bs, true, err
 	}
 	if ticket != nil {
-		return ticket, false, nil
+		return ticket, bs, false, nil
 	}
 	if len(s.node.Fallback) > 0 {
 		done, err := s.fallback(ctx, st, rev, with, "breaker "+bs.Key+" is open")
 		if done || err != nil {
-			return nil, true, err
+			return nil, bs, true, err
 		}
 	}
 	s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
 	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, 0)
-	return nil, true, s.deferFree(ctx, st, rev, wait)
+	return nil, bs, true, s.deferFree(ctx, st, rev, wait)
 }
 
 // deferFree makes the step wait without spending an attempt (breaker open, rate limit). A
