@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -159,6 +160,19 @@ func (s *Server) apiOverview(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ReadOverview(ctx, s.js, s.cfg.Names, s.act))
 }
 
+// queryLimit reads the limit of a list from a query: def when absent, at most MaxListLimit.
+func queryLimit(q url.Values, def int) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return def, errors.New("limit: use a positive number")
+	}
+	return min(n, MaxListLimit), nil
+}
+
 // runFilter reads status, workflow and limit from a query.
 func runFilter(r *http.Request) (checkpoint.RunFilter, error) {
 	q := r.URL.Query()
@@ -166,14 +180,9 @@ func runFilter(r *http.Request) (checkpoint.RunFilter, error) {
 	if f.Status != "" && !slices.Contains(checkpoint.RunStatuses, f.Status) {
 		return f, errors.New("status: use one of " + strings.Join(checkpoint.RunStatuses, ", "))
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return f, errors.New("limit: use a positive number")
-		}
-		f.Limit = min(n, MaxListLimit)
-	}
-	return f, nil
+	n, err := queryLimit(q, f.Limit)
+	f.Limit = n
+	return f, err
 }
 
 func (s *Server) apiRuns(w http.ResponseWriter, r *http.Request) {
@@ -229,14 +238,9 @@ func (s *Server) apiCancel(w http.ResponseWriter, r *http.Request) {
 func dlqFilter(r *http.Request) (dlq.Filter, error) {
 	q := r.URL.Query()
 	f := dlq.Filter{Workflow: q.Get("workflow"), Node: q.Get("node"), RunID: q.Get("run"), Reason: q.Get("reason")}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return f, errors.New("limit: use a positive number")
-		}
-		f.Limit = min(n, MaxListLimit)
-	}
-	return f, nil
+	n, err := queryLimit(q, f.Limit)
+	f.Limit = n
+	return f, err
 }
 
 func (s *Server) apiDLQ(w http.ResponseWriter, r *http.Request) {
