@@ -866,25 +866,9 @@ func fetch(m *meter, obj, key any, what string, optional bool) (any, error) {
 	case nil:
 		return miss(fmt.Errorf("%s is null, so it has no %s", what, keyName(key)))
 	case map[string]any:
-		k, ok := key.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s is an object: read it with a string key, not %s", what, typeName(key))
-		}
-		v, ok := o[k]
-		if !ok {
-			return miss(missingKey(what, k, o))
-		}
-		return v, nil
+		return fetchField(o, key, what, miss)
 	case map[string]string:
-		k, ok := key.(string)
-		if !ok {
-			return nil, fmt.Errorf("%s is an object: read it with a string key, not %s", what, typeName(key))
-		}
-		v, ok := o[k]
-		if !ok {
-			return miss(missingKey(what, k, o))
-		}
-		return v, nil
+		return fetchField(o, key, what, miss)
 	case []any:
 		i, ok := intKey(key)
 		if !ok {
@@ -950,6 +934,20 @@ func fetchOther(obj, key any, what string, optional bool) (v any, err error) {
 	return runtime.Fetch(obj, key), nil
 }
 
+// fetchField reads the field key of the object o; miss reports a field that is not there.
+func fetchField[V any](o map[string]V, key any, what string, miss func(error) (any, error)) (any, error) {
+	k, ok := key.(string)
+	if !ok {
+		return nil, fmt.Errorf("%s is an object: read it with a string key, not %s", what, typeName(key))
+	}
+	v, ok := o[k]
+	if !ok {
+		return miss(missingKey(what, k, o))
+	}
+	return v, nil
+}
+
+// missingKey says that key is not in m, naming the keys that are.
 func missingKey[V any](what, key string, m map[string]V) error {
 	keys := make([]string, 0, len(m))
 	for k := range m {
