@@ -14,6 +14,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 )
 
 // Defaults of Settings.
@@ -149,25 +151,14 @@ func BucketKey(key string) string {
 func (s *Set) Run(ctx context.Context) error {
 	once := sync.Once{}
 	defer once.Do(func() { close(s.ready) })
-	for ctx.Err() == nil {
-		w, err := s.kv.WatchAll(ctx)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(time.Second):
-				continue
-			}
-		}
-		for e := range w.Updates() {
+	kvwatch.Follow(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) { return s.kv.WatchAll(ctx) },
+		func(e jetstream.KeyValueEntry) {
 			if e == nil {
 				once.Do(func() { close(s.ready) })
-				continue
+				return
 			}
 			s.apply(e)
-		}
-		_ = w.Stop()
-	}
+		})
 	return nil
 }
 

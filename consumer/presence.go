@@ -16,6 +16,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -96,31 +97,20 @@ func (p *presence) refresh(ctx context.Context) {
 }
 
 func (p *presence) watch(ctx context.Context) {
-	for ctx.Err() == nil {
-		w, err := p.kv.WatchAll(ctx)
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-				continue
-			}
-		}
-		for e := range w.Updates() {
+	kvwatch.Follow(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) { return p.kv.WatchAll(ctx) },
+		func(e jetstream.KeyValueEntry) {
 			if e == nil {
-				continue
+				return
 			}
 			p.mu.Lock()
+			defer p.mu.Unlock()
 			var o Presence
 			if e.Operation() == jetstream.KeyValuePut && json.Unmarshal(e.Value(), &o) == nil {
 				p.others[e.Key()] = o
 			} else {
 				delete(p.others, e.Key())
 			}
-			p.mu.Unlock()
-		}
-		_ = w.Stop()
-	}
+		})
 }
 
 func newPresence(kv jetstream.KeyValue, id, version string, types []string, running *atomic.Int64) *presence {

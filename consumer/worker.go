@@ -22,6 +22,7 @@ import (
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/producer"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -622,30 +623,21 @@ func release(slots chan struct{}, n int) {
 
 // watchCancels keeps the set of cancelled runs and cancels their running handlers.
 func (w *Worker) watchCancels(ctx context.Context) {
-	for ctx.Err() == nil {
-		watcher, err := w.store.KV().Watch(ctx, workflow.CancelKey("*"), jetstream.IgnoreDeletes())
-		if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(time.Second):
-				continue
-			}
-		}
-		for e := range watcher.Updates() {
-			if e == nil {
-				continue
-			}
-			run := strings.TrimPrefix(e.Key(), workflow.CancelKey(""))
-			w.mu.Lock()
-			w.cancels[run] = true
-			for rs := range w.running[run] {
-				rs.cancel(ErrRunCancelled)
-			}
-			w.mu.Unlock()
-		}
-		_ = watcher.Stop()
+	open := func(ctx context.Context) (jetstream.KeyWatcher, error) {
+		return w.store.KV().Watch(ctx, workflow.CancelKey("*"), jetstream.IgnoreDeletes())
 	}
+	kvwatch.Follow(ctx, open, func(e jetstream.KeyValueEntry) {
+		if e == nil {
+			return
+		}
+		run := strings.TrimPrefix(e.Key(), workflow.CancelKey(""))
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.cancels[run] = true
+		for rs := range w.running[run] {
+			rs.cancel(ErrRunCancelled)
+		}
+	})
 }
 
 func (w *Worker) cancelled(run string) bool {

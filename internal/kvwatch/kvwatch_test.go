@@ -1,0 +1,75 @@
+package kvwatch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+)
+
+// Follow delivers the values present, the end-of-values marker, then new updates; after a
+// failed open it tries again; it returns when its context ends.
+func TestFollow(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "follow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "a", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu    sync.Mutex
+		got   []string
+		opens int
+	)
+	open := func(ctx context.Context) (jetstream.KeyWatcher, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if opens++; opens == 1 {
+			return nil, errors.New("first open fails")
+		}
+		return kv.WatchAll(ctx)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(ctx, open, func(e jetstream.KeyValueEntry) {
+			mu.Lock()
+			defer mu.Unlock()
+			if e == nil {
+				got = append(got, "end")
+				return
+			}
+			got = append(got, e.Key()+"="+string(e.Value()))
+		})
+	}()
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 2
+	}, "the present value and the end marker never came")
+	if _, err := kv.Put(ctx, "b", []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == 3
+	}, "the update never came")
+	cancel()
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"a=1", "end", "b=2"}; len(got) != 3 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] || opens != 2 {
+		t.Fatalf("updates %v after %d opens; want %v after 2", got, opens, want)
+	}
+}
