@@ -94,7 +94,7 @@ func (e *Envelope) Encode() ([]byte, error) {
 
 // The canonical envelope layout: the order encoding/json writes the fields in. Every step
 // is encoded once and decoded at least once, so the common case skips reflection: when
-// every string field is a plain token (nothing to escape), the envelope is written, and
+// every string field is a token ([A-Za-z0-9_-]: nothing to escape), the envelope is written, and
 // read back, by hand; anything else takes encoding/json. FuzzEnvelopeFastPath checks that
 // both ways agree.
 const (
@@ -110,7 +110,7 @@ const (
 // appendCanonical writes c in the canonical layout, with its input compacted; false when a
 // field needs escaping or the input is not valid JSON (encoding/json then decides).
 func (c *Envelope) appendCanonical() ([]byte, bool) {
-	if c.V != 1 || !plainToken(c.RunID) || !plainToken(c.Workflow) || !plainToken(c.Def) || !plainToken(c.Node) || !plainToken(c.Dispatch) {
+	if c.V != 1 || !validToken(c.RunID) || !validToken(c.Workflow) || !validToken(c.Def) || !validToken(c.Node) || !validToken(c.Dispatch) {
 		return nil, false
 	}
 	b := make([]byte, 0, len(canonRunID)+len(c.RunID)+len(canonWorkflow)+len(c.Workflow)+len(canonDef)+len(c.Def)+
@@ -141,20 +141,23 @@ func decodeCanonical(b []byte) (*Envelope, bool) {
 		sep string
 	}{{&e.RunID, canonWorkflow}, {&e.Workflow, canonDef}, {&e.Def, canonNode}, {&e.Node, canonInput}} {
 		i := bytes.IndexByte(rest, '"')
-		if i < 0 || !bytes.HasPrefix(rest[i:], []byte(f.sep)) || !plainToken(string(rest[:i])) {
+		if i < 0 || !bytes.HasPrefix(rest[i:], []byte(f.sep)) {
 			return nil, false
 		}
-		*f.dst, rest = string(rest[:i]), rest[i+len(f.sep):]
+		if *f.dst = string(rest[:i]); !validToken(*f.dst) {
+			return nil, false
+		}
+		rest = rest[i+len(f.sep):]
 	}
-	// The input is everything up to the dispatch, the last field: a plain token holds no
-	// quote, so the last `,"dispatch":"` is the separator.
+	// The input is everything up to the dispatch, the last field: a token ([A-Za-z0-9_-],
+	// which JSON writes as is) holds no quote, so the last `,"dispatch":"` is the separator.
 	rest, ok = bytes.CutSuffix(rest, []byte(canonEnd))
 	i := bytes.LastIndex(rest, []byte(canonDispatch))
 	if !ok || i < 0 {
 		return nil, false
 	}
 	input, dispatch := rest[:i], string(rest[i+len(canonDispatch):])
-	if !plainToken(dispatch) || len(input) == 0 || isSpace(input[0]) || isSpace(input[len(input)-1]) || !json.Valid(input) {
+	if !validToken(dispatch) || len(input) == 0 || isSpace(input[0]) || isSpace(input[len(input)-1]) || !json.Valid(input) {
 		return nil, false
 	}
 	e.V, e.Input, e.Dispatch = 1, bytes.Clone(input), dispatch
@@ -163,10 +166,6 @@ func decodeCanonical(b []byte) (*Envelope, bool) {
 
 // isSpace reports whether c is JSON whitespace.
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
-
-// plainToken reports whether s is non-empty and only [A-Za-z0-9_-]: JSON needs no escape
-// for it and it holds no quote.
-func plainToken(s string) bool { return validToken(s) }
 
 // DecodeEnvelope parses and checks a step message body. Every error wraps ErrMalformed and
 // says what was wrong in one line.
