@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -43,6 +44,13 @@ type Settings struct {
 	OpenFor time.Duration
 	// HalfOpenRequests is the cluster-wide probe count after a trip (default 1).
 	HalfOpenRequests uint32
+	// PauseType, when set, is the node type the key covers as a whole: the worker that wins
+	// a trip of the key is told so (Options.OnTrip) and pauses that type's consumer.
+	PauseType string
+	// CoolDownOnly marks a key without a breaker of its own (a node with no breaker block):
+	// only shared trips apply to it (a Retry-After cool-down and the probes after it); its
+	// calls are neither counted nor tripped here.
+	CoolDownOnly bool
 }
 
 func (s Settings) withDefaults() Settings {
@@ -74,9 +82,9 @@ type Trip struct {
 type Options struct {
 	// Logger receives trips and recoveries (default: discard).
 	Logger *slog.Logger
-	// OnTrip is called when this worker won the compare-and-set that opened key until until:
-	// the owner of the trip, which pauses a consumer when the key covers a node type.
-	OnTrip func(key string, until time.Time)
+	// OnTrip is called when this worker won the compare-and-set that opened a key until
+	// until: the owner of the trip, which pauses the consumer of st.PauseType when set.
+	OnTrip func(st Settings, until time.Time)
 	// OnState is called on every local state change (for metrics).
 	OnState func(key string, state State)
 	// Clock returns the time (default time.Now).
@@ -103,11 +111,31 @@ type Set struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	mu    sync.RWMutex
-	local map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
-	trips map[string]*Trip // by sanitised bucket key
-	ready chan struct{}
+	mu     sync.RWMutex
+	local  map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+	trips  map[string]*Trip // by sanitised bucket key
+	counts map[string]int   // shared consecutive failures, by sanitised bucket key
+	ntrips atomic.Int32     // len(trips), read without the lock on every step
+	ready  chan struct{}
 }
+
+// countPrefix starts the bucket keys that count a closed key's consecutive failures across
+// the cluster. BucketKey never makes a '/', so these cannot collide with a trip's key.
+const countPrefix = "failures/"
+
+// Count is the shared record of a closed key's consecutive retryable failures, summed over
+// every worker: failures on one worker and the next add up, so a dependency that fails for
+// the whole cluster trips the breaker even when no single worker sees enough failures in a
+// row. A success anywhere deletes it. Only failures write it: the healthy path never does.
+type Count struct {
+	// Key is the breaker key as configured.
+	Key string `json:"key"`
+	// Failures in a row, cluster-wide.
+	Failures int `json:"failures"`
+}
+
+// IsCountKey reports whether a key of the breakers bucket holds a Count rather than a Trip.
+func IsCountKey(bucketKey string) bool { return strings.HasPrefix(bucketKey, countPrefix) }
 
 // New returns a Set for worker, sharing trips through kv (the breakers bucket).
 func New(kv jetstream.KeyValue, worker string, opts Options) *Set {
@@ -118,7 +146,8 @@ func New(kv jetstream.KeyValue, worker string, opts Options) *Set {
 		opts.Clock = time.Now
 	}
 	return &Set{kv: kv, worker: worker, opts: opts, log: opts.Logger, now: opts.Clock,
-		local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, trips: map[string]*Trip{}, ready: make(chan struct{})}
+		local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, trips: map[string]*Trip{}, counts: map[string]int{},
+		ready: make(chan struct{})}
 }
 
 // BucketKey maps a breaker key onto a valid KV key: characters KV keys cannot hold become '_'.
@@ -168,6 +197,16 @@ func (s *Set) Ready() <-chan struct{} { return s.ready }
 func (s *Set) apply(e jetstream.KeyValueEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	defer func() { s.ntrips.Store(int32(len(s.trips))) }()
+	if bk, ok := strings.CutPrefix(e.Key(), countPrefix); ok {
+		var c Count
+		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &c) != nil || c.Failures <= 0 {
+			delete(s.counts, bk)
+		} else {
+			s.counts[bk] = c.Failures
+		}
+		return
+	}
 	if e.Operation() != jetstream.KeyValuePut {
 		if t := s.trips[e.Key()]; t != nil {
 			delete(s.trips, e.Key())
@@ -196,32 +235,53 @@ func (s *Set) state(key string, st State) {
 // Ticket reports the outcome of an admitted call.
 type Ticket struct {
 	set   *Set
-	key   string
+	key   string // the bucket key
 	st    Settings
 	done  func(error)
-	probe bool
+	probe string // the claimed probe slot, when the call is a half-open probe
 }
 
 // ErrExcluded marks an outcome that must not count for or against the breaker (permanent
 // errors, validation errors, shutdown): pass it, or an error wrapping it, to Done.
 var ErrExcluded = errors.New("excluded from the breaker")
 
+// Probe reports whether the call is one of the half-open probes after a trip.
+func (t *Ticket) Probe() bool { return t != nil && t.probe != "" }
+
 // Done records the call's outcome: nil is a success, an error wrapping ErrExcluded does not
-// count, any other error is a failure.
+// count, any other error is a failure. A failure is also added to the key's shared count of
+// consecutive failures, and the failure that brings it to the threshold trips the key for
+// every worker (so Done may write to the bucket; a success writes only to end a streak).
 func (t *Ticket) Done(ctx context.Context, err error) {
 	if t == nil {
 		return
 	}
-	if t.probe {
-		t.set.probeDone(ctx, t.key, t.st, err)
+	if t.probe != "" {
+		t.set.probeDone(ctx, t.key, t.probe, t.st, err)
 		return
 	}
-	t.done(err)
+	if t.done != nil {
+		t.done(err)
+	}
+	if t.st.CoolDownOnly {
+		return
+	}
+	switch {
+	case err == nil:
+		t.set.endStreak(ctx, t.key)
+	case errors.Is(err, ErrExcluded):
+	default:
+		t.set.countFailure(ctx, t.key, t.st)
+	}
 }
 
 // Allow asks whether a call to st.Key may go now. If not, it says how long to wait. The
-// closed path takes no KV round trip.
+// closed path takes no KV round trip. A key with CoolDownOnly set gets no ticket (nil, 0)
+// while no trip holds it.
 func (s *Set) Allow(ctx context.Context, st Settings) (*Ticket, time.Duration, error) {
+	if st.CoolDownOnly && s.ntrips.Load() == 0 {
+		return nil, 0, nil
+	}
 	st = st.withDefaults()
 	bk := BucketKey(st.Key)
 	now := s.now()
@@ -233,14 +293,17 @@ func (s *Set) Allow(ctx context.Context, st Settings) (*Ticket, time.Duration, e
 		if now.Before(trip.OpenUntil) {
 			return nil, trip.OpenUntil.Sub(now), nil
 		}
-		ok, err := s.claimProbe(ctx, bk, now)
+		id, err := s.claimProbe(ctx, bk, now)
 		if err != nil {
 			return nil, ProbeWait, err
 		}
-		if !ok {
+		if id == "" {
 			return nil, ProbeWait, nil
 		}
-		return &Ticket{set: s, key: bk, st: st, probe: true}, 0, nil
+		return &Ticket{set: s, key: bk, st: st, probe: id}, 0, nil
+	}
+	if st.CoolDownOnly {
+		return nil, 0, nil
 	}
 	if cb == nil {
 		cb = s.newLocal(bk, st)
@@ -251,6 +314,104 @@ func (s *Set) Allow(ctx context.Context, st Settings) (*Ticket, time.Duration, e
 		return nil, st.OpenFor, nil
 	}
 	return &Ticket{set: s, key: bk, st: st, done: done}, 0, nil
+}
+
+// OpenUntil reports whether st's key is open now, as this worker sees it (a shared trip, or
+// its own breaker tripped an instant ago), and until when.
+func (s *Set) OpenUntil(st Settings) (time.Time, bool) {
+	st = st.withDefaults()
+	bk := BucketKey(st.Key)
+	now := s.now()
+	s.mu.RLock()
+	trip := s.trips[bk]
+	cb := s.local[bk]
+	s.mu.RUnlock()
+	if trip != nil && now.Before(trip.OpenUntil) {
+		return trip.OpenUntil, true
+	}
+	if trip == nil && cb != nil && cb.State() == gobreaker.StateOpen {
+		return now.Add(st.OpenFor), true
+	}
+	return time.Time{}, false
+}
+
+// countFailure adds one to the key's shared count of consecutive failures; at the threshold
+// it trips the key (and the count starts afresh).
+func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
+	if s.kv == nil {
+		return
+	}
+	s.mu.RLock()
+	_, tripped := s.trips[bk]
+	s.mu.RUnlock()
+	if tripped {
+		return // a call under way when the key opened: the trip counts for it
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	ck := countPrefix + bk
+	for range 5 {
+		c := Count{Key: st.Key}
+		var rev uint64
+		e, err := s.kv.Get(ctx, ck)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound), errors.Is(err, jetstream.ErrKeyDeleted):
+		case err != nil:
+			s.log.Warn("breaker: cannot read the failure count", "key", st.Key, "err", err)
+			return
+		default:
+			_ = json.Unmarshal(e.Value(), &c)
+			rev = e.Revision()
+		}
+		c.Failures++
+		if c.Failures >= int(st.ConsecutiveFailures) {
+			s.trip(ctx, bk, st, "breaker", st.OpenFor)
+			if rev != 0 {
+				_ = s.kv.Delete(ctx, ck, jetstream.LastRevision(rev))
+			}
+			s.mu.Lock()
+			delete(s.counts, bk)
+			s.mu.Unlock()
+			return
+		}
+		b, _ := json.Marshal(c)
+		if rev == 0 {
+			_, err = s.kv.Create(ctx, ck, b)
+		} else {
+			_, err = s.kv.Update(ctx, ck, b, rev)
+		}
+		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			continue
+		}
+		if err != nil {
+			s.log.Warn("breaker: cannot count a failure", "key", st.Key, "err", err)
+			return
+		}
+		s.mu.Lock()
+		s.counts[bk] = c.Failures
+		s.mu.Unlock()
+		return
+	}
+}
+
+// endStreak deletes the key's shared failure count after a success, when there is one: the
+// only write a success ever makes, and only right after failures.
+func (s *Set) endStreak(ctx context.Context, bk string) {
+	s.mu.RLock()
+	n := s.counts[bk]
+	s.mu.RUnlock()
+	if n == 0 || s.kv == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := s.kv.Delete(ctx, countPrefix+bk); err != nil {
+		s.log.Warn("breaker: cannot reset the failure count", "key", bk, "err", err)
+		return
+	}
+	s.mu.Lock()
+	delete(s.counts, bk)
+	s.mu.Unlock()
 }
 
 func (s *Set) newLocal(bk string, st Settings) *gobreaker.TwoStepCircuitBreaker[struct{}] {
@@ -302,8 +463,13 @@ func (s *Set) trip(ctx context.Context, bk string, st Settings, reason string, d
 			return
 		default:
 			var cur Trip
-			if json.Unmarshal(e.Value(), &cur) == nil && !cur.OpenUntil.Before(until) {
-				return // already open at least that long: someone else owns the trip
+			if json.Unmarshal(e.Value(), &cur) == nil {
+				if !cur.OpenUntil.Before(until) {
+					return // already open at least that long: someone else owns the trip
+				}
+				if reason == "breaker" && now.Before(cur.OpenUntil) {
+					return // a call that was under way when the key opened: same outage
+				}
 			}
 			rev = e.Revision()
 		}
@@ -322,10 +488,11 @@ func (s *Set) trip(ctx context.Context, bk string, st Settings, reason string, d
 		}
 		s.mu.Lock()
 		s.trips[bk] = t // do not wait for the watch to see our own trip
+		s.ntrips.Store(int32(len(s.trips)))
 		s.mu.Unlock()
 		s.log.Warn("breaker open", "key", st.Key, "reason", reason, "until", until.Format(time.RFC3339))
 		if s.opts.OnTrip != nil {
-			s.opts.OnTrip(st.Key, until)
+			s.opts.OnTrip(st, until)
 		}
 		return
 	}
@@ -337,22 +504,23 @@ func (s *Set) CoolDown(ctx context.Context, st Settings, d time.Duration) {
 	s.trip(ctx, BucketKey(st.Key), st, "retry-after", d)
 }
 
-// claimProbe takes one of the key's probe slots, cluster-wide, with compare-and-set.
-func (s *Set) claimProbe(ctx context.Context, bk string, now time.Time) (bool, error) {
+// claimProbe takes one of the key's probe slots, cluster-wide, with compare-and-set, and
+// returns its ID ("" when none is free).
+func (s *Set) claimProbe(ctx context.Context, bk string, now time.Time) (string, error) {
 	for range 5 {
 		e, err := s.kv.Get(ctx, bk)
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
-			return false, nil // closed meanwhile: the watch will say so; try again shortly
+			return "", nil // closed meanwhile: the watch will say so; try again shortly
 		}
 		if err != nil {
-			return false, fmt.Errorf("breaker %s: %w", bk, err)
+			return "", fmt.Errorf("breaker %s: %w", bk, err)
 		}
 		var t Trip
 		if err := json.Unmarshal(e.Value(), &t); err != nil {
-			return false, fmt.Errorf("breaker %s: %w", bk, err)
+			return "", fmt.Errorf("breaker %s: %w", bk, err)
 		}
 		if now.Before(t.OpenUntil) {
-			return false, nil
+			return "", nil
 		}
 		live := 0
 		for w, until := range t.Probes {
@@ -363,7 +531,7 @@ func (s *Set) claimProbe(ctx context.Context, bk string, now time.Time) (bool, e
 			}
 		}
 		if uint32(live) >= max(t.Limit, 1) {
-			return false, nil
+			return "", nil
 		}
 		if t.Probes == nil {
 			t.Probes = map[string]time.Time{}
@@ -375,17 +543,17 @@ func (s *Set) claimProbe(ctx context.Context, bk string, now time.Time) (bool, e
 			if errors.Is(err, jetstream.ErrKeyRevisionMismatch) || errors.Is(err, jetstream.ErrKeyExists) {
 				continue
 			}
-			return false, fmt.Errorf("breaker %s: %w", bk, err)
+			return "", fmt.Errorf("breaker %s: %w", bk, err)
 		}
 		s.state(t.Key, HalfOpen)
-		return true, nil
+		return id, nil
 	}
-	return false, nil
+	return "", nil
 }
 
 // probeDone closes the key cluster-wide on a successful probe, opens it again on a failure,
 // and frees the slot on an excluded outcome.
-func (s *Set) probeDone(ctx context.Context, bk string, st Settings, err error) {
+func (s *Set) probeDone(ctx context.Context, bk, id string, st Settings, err error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	switch {
@@ -403,6 +571,7 @@ func (s *Set) probeDone(ctx context.Context, bk string, st Settings, err error) 
 				s.mu.Lock()
 				delete(s.trips, bk)
 				delete(s.local, bk)
+				s.ntrips.Store(int32(len(s.trips)))
 				s.mu.Unlock()
 				s.log.Info("breaker closed", "key", st.Key)
 				s.state(st.Key, Closed)
@@ -419,12 +588,10 @@ func (s *Set) probeDone(ctx context.Context, bk string, st Settings, err error) 
 			if json.Unmarshal(e.Value(), &t) != nil {
 				return
 			}
-			for id := range t.Probes {
-				if strings.HasPrefix(id, s.worker+"#") {
-					delete(t.Probes, id)
-					break
-				}
+			if _, ok := t.Probes[id]; !ok {
+				return // its lease ended, or the trip was rewritten
 			}
+			delete(t.Probes, id)
 			b, _ := json.Marshal(&t)
 			if _, uerr := s.kv.Update(ctx, bk, b, e.Revision()); uerr == nil {
 				return
@@ -445,3 +612,7 @@ func (s *Set) Open() []Trip {
 	}
 	return out
 }
+
+// Tripped reports whether any key is open or half-open now, as this worker sees it: one
+// atomic load, so a step with no breaker of its own skips the check while nothing is.
+func (s *Set) Tripped() bool { return s.ntrips.Load() > 0 }

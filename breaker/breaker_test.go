@@ -82,7 +82,7 @@ func TestTripIsSharedAndProbedOnce(t *testing.T) {
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	var trips []string
-	a := New(kv, "a", Options{Clock: clock, OnTrip: func(k string, _ time.Time) { mu.Lock(); trips = append(trips, k); mu.Unlock() }})
+	a := New(kv, "a", Options{Clock: clock, OnTrip: func(st Settings, _ time.Time) { mu.Lock(); trips = append(trips, st.Key); mu.Unlock() }})
 	b := New(kv, "b", Options{Clock: clock})
 	var wg sync.WaitGroup
 	for _, s := range []*Set{a, b} {
@@ -132,4 +132,119 @@ func TestTripIsSharedAndProbedOnce(t *testing.T) {
 	if tk, _, _ := a.Allow(ctx, st); tk == nil {
 		t.Fatal("closed key refused after recovery")
 	}
+}
+
+// TestFailuresAddUpAcrossWorkers: consecutive failures count cluster-wide. Two Sets fail
+// twice each against a threshold of four (neither trips on its own): the key opens for both.
+// A success anywhere ends the streak.
+func TestFailuresAddUpAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", time.Second)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.KeyValue(ctx, names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := New(kv, "a", Options{}), New(kv, "b", Options{})
+	var wg sync.WaitGroup
+	for _, s := range []*Set{a, b} {
+		wg.Go(func() { _ = s.Run(ctx) })
+		<-s.Ready()
+	}
+	defer wg.Wait()
+	defer cancel()
+	st := Settings{Key: "dep", ConsecutiveFailures: 4, OpenFor: time.Minute}
+	call := func(s *Set, err error) {
+		t.Helper()
+		tk, wait, aerr := s.Allow(ctx, st)
+		if tk == nil || wait != 0 || aerr != nil {
+			t.Fatalf("closed key refused a call: wait %s, %v", wait, aerr)
+		}
+		tk.Done(ctx, err)
+	}
+	fail := errors.New("503")
+
+	// Two failures each side, a success in the middle: the streak restarts.
+	call(a, fail)
+	call(b, fail)
+	natstest.Eventually(t, 5*time.Second, func() bool { a.mu.RLock(); defer a.mu.RUnlock(); return a.counts["dep"] == 2 },
+		"a never saw the shared count reach 2")
+	call(a, nil)
+	natstest.Eventually(t, 5*time.Second, func() bool { b.mu.RLock(); defer b.mu.RUnlock(); return b.counts["dep"] == 0 },
+		"a success did not end the streak for b")
+	call(a, fail)
+	call(b, fail)
+	call(a, fail)
+	if len(a.Open()) != 0 || len(b.Open()) != 0 {
+		t.Fatal("three failures in a row tripped a threshold of four")
+	}
+	call(b, fail)
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(a.Open()) == 1 && len(b.Open()) == 1 },
+		"four failures in a row across two workers did not open the key for both")
+	if _, open := a.OpenUntil(st); !open {
+		t.Fatal("OpenUntil says closed while the key is tripped")
+	}
+	// Failures of calls under way when the key opened neither count nor extend the trip.
+	until := b.Open()[0].OpenUntil
+	b.countFailure(ctx, "dep", st.withDefaults())
+	if e, err := kv.Get(ctx, countPrefix+"dep"); err == nil {
+		t.Fatalf("a failure while open was counted: %s", e.Value())
+	}
+	if got := b.Open()[0].OpenUntil; !got.Equal(until) {
+		t.Fatalf("a failure while open moved open_until %s → %s", until, got)
+	}
+}
+
+// TestCoolDownOnlyKeys: a key with no breaker of its own gets no ticket and no KV traffic
+// until a cool-down trips it; then it waits like any key, and probes after it.
+func TestCoolDownOnlyKeys(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", time.Second)
+	_, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.KeyValue(ctx, names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(kv, "a", Options{})
+	var wg sync.WaitGroup
+	wg.Go(func() { _ = s.Run(ctx) })
+	defer wg.Wait()
+	defer cancel()
+	<-s.Ready()
+	st := Settings{Key: "wf.node", CoolDownOnly: true}
+	for range 10 {
+		tk, wait, err := s.Allow(ctx, st)
+		if tk != nil || wait != 0 || err != nil {
+			t.Fatalf("a cool-down-only key without a trip: ticket %v, wait %s, %v", tk, wait, err)
+		}
+		tk.Done(ctx, errors.New("500")) // nil ticket: nothing counted
+	}
+	if _, err := kv.Get(ctx, countPrefix+"wf.node"); err == nil {
+		t.Fatal("failures of a cool-down-only key were counted")
+	}
+	s.CoolDown(ctx, st, 200*time.Millisecond)
+	if !s.Tripped() {
+		t.Fatal("Tripped is false after a cool-down")
+	}
+	if tk, wait, _ := s.Allow(ctx, st); tk != nil || wait <= 0 {
+		t.Fatalf("a call was let through during the cool-down (wait %s)", wait)
+	}
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		tk, _, _ := s.Allow(ctx, st)
+		if tk == nil {
+			return false
+		}
+		if !tk.Probe() {
+			t.Fatal("the first call after a cool-down is not a probe")
+		}
+		tk.Done(ctx, nil)
+		return true
+	}, "no probe after the cool-down")
+	natstest.Eventually(t, 5*time.Second, func() bool { return !s.Tripped() }, "a successful probe did not close the key")
 }

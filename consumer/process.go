@@ -52,6 +52,9 @@ type stepRun struct {
 	with map[string]any // the node's settings with expressions expanded
 
 	took time.Duration // how long the handler ran
+	// outage is when the node's breaker may half-open, set when the handler's retryable
+	// failure found the key open: the failure is the dependency's, and costs no attempt.
+	outage time.Time
 
 	runner   *runner   // the goroutine the step runs on
 	finish   func()    // lets go of the step's claim and slot
@@ -667,6 +670,20 @@ func (s *stepRun) failed(ctx context.Context, next checkpoint.Node, rev uint64, 
 		return s.deferStep(ctx, next, rev, time.Until(until), until)
 	case outcomePermanent:
 		return s.deadLetter(ctx, &next, rev, attempt, "permanent error", msg)
+	}
+	if kind == outcomeRetry && !s.outage.IsZero() {
+		// The dependency is out (this failure tripped its breaker, or found it tripped): wait
+		// for the breaker, with the attempt given back, as steps that never ran do. A node
+		// with fallbacks comes back at once and runs them (the key is open).
+		wait := time.Until(s.outage)
+		if len(s.node.Fallback) > 0 {
+			wait = 0
+		}
+		next.Attempts, next.LastError = attempt-1, msg
+		s.logger().Info("attempt failed and its breaker is open: not counted; waits for the breaker",
+			"attempt", attempt, "wait", wait, "err", workflow.OneLine(msg, 300))
+		s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, s.took)
+		return s.deferStep(ctx, next, rev, max(wait, 10*time.Millisecond), time.Now().Add(wait))
 	}
 	policy := s.node.RetryPolicy()
 	if attempt >= policy.MaxAttempts {

@@ -33,12 +33,18 @@ func (s *stepRun) expandWith(input json.RawMessage) (map[string]any, error) {
 	return with, nil
 }
 
-// breakerSettings returns the breaker of the node, if it has one: nodes with a breaker block,
-// and http nodes (keyed by the URL's host).
-func (s *stepRun) breakerSettings(with map[string]any) (breaker.Settings, bool) {
+// breakerSettings returns the breaker settings of the node's dependency key: the node's
+// breaker block, or an http node's default breaker keyed by the URL's host. A node with
+// neither has only a cool-down key, <workflow>.<node> (CoolDownOnly): a Retry-After from
+// its handler closes it to every worker for a while, and nothing else does. ok is false for
+// such a node while no key at all is tripped: then there is nothing to check.
+func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok bool) {
 	b := s.node.Breaker
 	if b == nil && s.node.Type != "http" {
-		return breaker.Settings{}, false
+		if s.w.breakers == nil || !s.w.breakers.Tripped() {
+			return breaker.Settings{}, false
+		}
+		return breaker.Settings{Key: s.env.Workflow + "." + s.env.Node, CoolDownOnly: true}, true
 	}
 	if b == nil {
 		b = &workflow.Breaker{}
@@ -56,23 +62,49 @@ func (s *stepRun) breakerSettings(with map[string]any) (breaker.Settings, bool) 
 	if key == "" {
 		key = s.env.Workflow + "." + s.env.Node
 	}
-	return breaker.Settings{
+	bs = breaker.Settings{
 		Key:                 key,
 		ConsecutiveFailures: uint32(b.ConsecutiveFailures),
 		FailureRatio:        b.FailureRatio,
 		MinRequests:         uint32(b.MinRequests),
 		OpenFor:             b.OpenFor.D(),
 		HalfOpenRequests:    uint32(b.HalfOpenRequests),
-	}, true
+	}
+	if b.Scope == "type" {
+		bs.PauseType = s.node.Type
+	}
+	return bs, true
 }
 
-// typeKey is the breaker key of a breaker with scope "type".
+// typeKey is the default breaker key of a breaker with scope "type".
 func typeKey(nodeType string) string { return "type=" + nodeType }
 
-// gate applies the node's rate limit and breaker (DESIGN.md step 3) before any write of this
+// gate applies the node's breaker and rate limit (DESIGN.md step 3) before any write of this
 // delivery. It returns a ticket to report the outcome on, with the breaker's settings, or
-// handled=true when the step was deferred (or run by a fallback) instead.
+// handled=true when the step was deferred (or run by a fallback) instead. The breaker goes
+// first: a step that an open key defers takes no token from the rate limit.
 func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any) (*breaker.Ticket, breaker.Settings, bool, error) {
+	var ticket *breaker.Ticket
+	bs, guarded := s.breakerSettings(with)
+	if guarded && s.w.breakers != nil {
+		var wait time.Duration
+		var err error
+		ticket, wait, err = s.w.breakers.Allow(ctx, bs)
+		if err != nil {
+			return nil, bs, true, err
+		}
+		if ticket == nil && wait > 0 {
+			if len(s.node.Fallback) > 0 {
+				done, err := s.fallback(ctx, st, rev, with, "breaker "+bs.Key+" is open")
+				if done || err != nil {
+					return nil, bs, true, err
+				}
+			}
+			s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
+			s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, 0)
+			return nil, bs, true, s.deferFree(ctx, st, rev, wait)
+		}
+	}
 	if r := s.node.Rate; r != nil && s.w.limits != nil {
 		key := r.Key
 		if key == "" {
@@ -81,37 +113,20 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 		if delay, giveBack := s.w.limits.Reserve(key, s.node.Type, r.PerSecond, r.Burst); delay > 0 {
 			if delay > s.ts.ackWait/3 {
 				giveBack()
-				return nil, breaker.Settings{}, true, s.deferFree(ctx, st, rev, delay)
+				ticket.Done(ctx, breaker.ErrExcluded) // a probe's slot goes back at once
+				return nil, bs, true, s.deferFree(ctx, st, rev, delay)
 			}
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				return nil, breaker.Settings{}, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
+				ticket.Done(ctx, breaker.ErrExcluded)
+				return nil, bs, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
 			case <-t.C:
 			}
 		}
 	}
-	bs, ok := s.breakerSettings(with)
-	if !ok || s.w.breakers == nil {
-		return nil, bs, false, nil
-	}
-	ticket, wait, err := s.w.breakers.Allow(ctx, bs)
-	if err != nil {
-		return nil, bs, true, err
-	}
-	if ticket != nil {
-		return ticket, bs, false, nil
-	}
-	if len(s.node.Fallback) > 0 {
-		done, err := s.fallback(ctx, st, rev, with, "breaker "+bs.Key+" is open")
-		if done || err != nil {
-			return nil, bs, true, err
-		}
-	}
-	s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
-	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, 0)
-	return nil, bs, true, s.deferFree(ctx, st, rev, wait)
+	return ticket, bs, false, nil
 }
 
 // deferFree makes the step wait without spending an attempt (breaker open, rate limit). A
@@ -132,15 +147,18 @@ func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64
 	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
 }
 
-// outcomeForBreaker maps a handler's result onto what the breaker counts: only retryable
-// failures count against it.
+// reportBreaker tells the breaker how the call went: only retryable failures count against
+// it. A retryable failure that finds the key open afterwards (it tripped the key, or another
+// worker did while it ran) is marked in s.outage: the dependency is out, and the attempt is
+// not spent (see failed). A half-open probe's failure is spent: that bounds how long a step
+// waits out a dependency that never comes back. A Retry-After sets the key's cool-down,
+// for a node with no breaker too (its key is then <workflow>.<node>).
 func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs breaker.Settings, herr error) {
-	if ticket == nil {
-		return
-	}
 	if herr == nil {
-		ticket.Done(ctx, nil)
-		s.w.cfg.Observer.BreakerCall(bs.Key, false, s.took)
+		if ticket != nil {
+			ticket.Done(ctx, nil)
+			s.w.cfg.Observer.BreakerCall(bs.Key, false, s.took)
+		}
 		return
 	}
 	kind, after, _ := classify(herr)
@@ -149,13 +167,24 @@ func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs 
 		ticket.Done(ctx, breaker.ErrExcluded)
 	case kind == outcomeRetryAfter:
 		ticket.Done(ctx, breaker.ErrExcluded)
-		s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
-		if after > 0 {
+		if bs.Key == "" {
+			bs = breaker.Settings{Key: s.env.Workflow + "." + s.env.Node, CoolDownOnly: true}
+		}
+		if ticket != nil {
+			s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
+		}
+		if after > 0 && s.w.breakers != nil {
 			s.w.breakers.CoolDown(ctx, bs, after)
 		}
+	case ticket == nil:
 	default:
 		ticket.Done(ctx, herr)
 		s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
+		if !ticket.Probe() && !bs.CoolDownOnly {
+			if until, open := s.w.breakers.OpenUntil(bs); open {
+				s.outage = until
+			}
+		}
 	}
 }
 

@@ -110,7 +110,10 @@ func TestBreakerSharedAcrossWorkers(t *testing.T) {
 	const openFor = 2 * time.Second
 	wf := workflow.New("guarded")
 	wf.Node("call", "call").WithRetry(workflow.Retry{MaxAttempts: 30, Initial: workflow.Duration(20 * time.Millisecond), Max: workflow.Duration(50 * time.Millisecond)})
-	wf.Nodes[0].Breaker = &workflow.Breaker{Scope: "type", ConsecutiveFailures: 3, OpenFor: workflow.Duration(openFor)}
+	// An explicit key with scope "type": the key names the dependency, the scope says it
+	// covers the whole type, so a trip pauses the type's consumer.
+	const key = "call-api"
+	wf.Nodes[0].Breaker = &workflow.Breaker{Key: key, Scope: "type", ConsecutiveFailures: 3, OpenFor: workflow.Duration(openFor)}
 	f.apply(wf)
 	for range 2 {
 		f.worker(Config{}, func(w *Worker) { w.Handle("call", callHandler(dep)) })
@@ -119,7 +122,6 @@ func TestBreakerSharedAcrossWorkers(t *testing.T) {
 	for i := range 8 {
 		ids = append(ids, f.start("guarded", fmt.Sprintf(`{"i":%d}`, i)))
 	}
-	key := typeKey("call")
 	var first *breaker.Trip
 	var trippedAt time.Time
 	natstest.Eventually(t, 20*time.Second, func() bool { first, trippedAt = f.trip(key); return first != nil }, "the breaker never opened")
@@ -164,50 +166,101 @@ func TestBreakerSharedAcrossWorkers(t *testing.T) {
 }
 
 // TestRetryAfterIsClusterWide: a Retry-After from the dependency closes the key to every
-// worker until the cool-down ends.
+// worker until the cool-down ends: the breaker's key, or <workflow>.<node> for a node with
+// no breaker block.
 func TestRetryAfterIsClusterWide(t *testing.T) {
 	t.Parallel()
-	f := setup(t, "call")
-	dep := newDependency(t)
-	dep.status.Store(http.StatusTooManyRequests)
-	dep.after.Store(2)
-	wf := workflow.New("polite")
-	wf.Node("call", "call").WithRetry(workflow.Retry{MaxAttempts: 10, Initial: workflow.Duration(10 * time.Millisecond)})
-	wf.Nodes[0].Breaker = &workflow.Breaker{Key: "api.example"}
-	f.apply(wf)
-	var workers []*Worker
-	for range 2 {
-		w, _, _ := f.worker(Config{}, func(w *Worker) { w.Handle("call", callHandler(dep)) })
-		workers = append(workers, w)
-	}
-	first := f.start("polite", `{"first":true}`)
-	var cool *breaker.Trip
-	natstest.Eventually(t, 20*time.Second, func() bool { cool, _ = f.trip("api.example"); return cool != nil }, "no cool-down was set")
-	if cool.Reason != "retry-after" {
-		t.Fatalf("trip reason %q, want retry-after", cool.Reason)
-	}
-	// Both workers know the key is cooling down before more runs start.
-	natstest.Eventually(t, 5*time.Second, func() bool {
-		for _, w := range workers {
-			if w.Breakers() == nil || len(w.Breakers().Open()) == 0 {
-				return false
+	for _, tc := range []struct {
+		name, key string
+		breaker   *workflow.Breaker
+	}{
+		{"breaker key", "api.example", &workflow.Breaker{Key: "api.example"}},
+		{"no breaker", "polite.call", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := setup(t, "call")
+			dep := newDependency(t)
+			dep.status.Store(http.StatusTooManyRequests)
+			dep.after.Store(2)
+			wf := workflow.New("polite")
+			wf.Node("call", "call").WithRetry(workflow.Retry{MaxAttempts: 10, Initial: workflow.Duration(10 * time.Millisecond)})
+			wf.Nodes[0].Breaker = tc.breaker
+			f.apply(wf)
+			var workers []*Worker
+			for range 2 {
+				w, _, _ := f.worker(Config{}, func(w *Worker) { w.Handle("call", callHandler(dep)) })
+				workers = append(workers, w)
 			}
-		}
-		return true
-	}, "a worker did not see the cool-down")
-	dep.status.Store(http.StatusOK)
-	startRuns := time.Now()
+			first := f.start("polite", `{"first":true}`)
+			var cool *breaker.Trip
+			natstest.Eventually(t, 20*time.Second, func() bool { cool, _ = f.trip(tc.key); return cool != nil }, "no cool-down was set")
+			if cool.Reason != "retry-after" {
+				t.Fatalf("trip reason %q, want retry-after", cool.Reason)
+			}
+			// Both workers know the key is cooling down before more runs start.
+			natstest.Eventually(t, 5*time.Second, func() bool {
+				for _, w := range workers {
+					if w.Breakers() == nil || len(w.Breakers().Open()) == 0 {
+						return false
+					}
+				}
+				return true
+			}, "a worker did not see the cool-down")
+			dep.status.Store(http.StatusOK)
+			startRuns := time.Now()
+			var ids []string
+			for i := range 5 {
+				ids = append(ids, f.start("polite", fmt.Sprintf(`{"i":%d}`, i)))
+			}
+			for _, id := range append(ids, first) {
+				if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
+					t.Fatalf("run %s ended %s", id, end.Status)
+				}
+			}
+			if n := dep.between(startRuns, cool.OpenUntil); n != 0 {
+				t.Fatalf("%d calls before the cool-down ended", n)
+			}
+		})
+	}
+}
+
+// TestOnlyRetryableFailuresTrip: permanent errors, bad expressions and a run's cancellation
+// do not count against the breaker: far more of them than the threshold leave it closed,
+// with no failure counted.
+func TestOnlyRetryableFailuresTrip(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "strict")
+	wf := workflow.New("strict")
+	wf.Node("a", "strict").WithRetry(workflow.Retry{MaxAttempts: 3, Initial: workflow.Duration(5 * time.Millisecond)})
+	wf.Nodes[0].Breaker = &workflow.Breaker{Key: "strict-api", ConsecutiveFailures: 2}
+	wf.Nodes[0].With = map[string]any{"q": "${{ input.missing.field }}"}
+	f.apply(wf)
+	f.worker(Config{}, func(w *Worker) {
+		w.Handle("strict", func(context.Context, *Step) (any, error) { return nil, Permanent(errors.New("400 bad request")) })
+	})
 	var ids []string
-	for i := range 5 {
-		ids = append(ids, f.start("polite", fmt.Sprintf(`{"i":%d}`, i)))
+	for i := range 3 {
+		ids = append(ids, f.start("strict", fmt.Sprintf(`{"i":%d}`, i)))                       // the expression fails
+		ids = append(ids, f.start("strict", fmt.Sprintf(`{"i":%d,"missing":{"field":1}}`, i))) // the handler fails permanently
 	}
-	for _, id := range append(ids, first) {
-		if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
-			t.Fatalf("run %s ended %s", id, end.Status)
+	for _, id := range ids {
+		if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndFailed {
+			t.Fatalf("run %s ended %s, want failed", id, end.Status)
 		}
 	}
-	if n := dep.between(startRuns, cool.OpenUntil); n != 0 {
-		t.Fatalf("%d calls before the cool-down ended", n)
+	if trip, _ := f.trip("strict-api"); trip != nil {
+		t.Fatalf("permanent failures tripped the breaker: %+v", trip)
+	}
+	kv, err := f.js.KeyValue(context.Background(), f.names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := kv.Get(context.Background(), "failures/strict-api"); err == nil {
+		t.Fatalf("permanent failures were counted: %s", e.Value())
+	}
+	if entries, _ := listDLQ(f); len(entries) != len(ids) {
+		t.Fatalf("DLQ holds %d entries, want %d", len(entries), len(ids))
 	}
 }
 

@@ -386,9 +386,9 @@ func (w *Worker) startShared(ctx context.Context, types []string) error {
 
 // onTrip pauses a node type's consumer until the trip ends, when this worker owns a trip of a
 // key that covers the whole type (breaker scope "type"). One owner, one pause per trip.
-func (w *Worker) onTrip(key string, until time.Time) {
-	typ, ok := strings.CutPrefix(key, typeKey(""))
-	if !ok {
+func (w *Worker) onTrip(st breaker.Settings, until time.Time) {
+	typ := st.PauseType
+	if typ == "" {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
