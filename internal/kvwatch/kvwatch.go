@@ -27,9 +27,24 @@ func Follow(ctx context.Context, open func(context.Context) (jetstream.KeyWatche
 				continue
 			}
 		}
-		for e := range w.Updates() {
+		drain(ctx, w, each)
+		_ = w.Stop()
+	}
+}
+
+// drain passes the watch's updates to each until the watch ends or ctx does. It does not
+// wait for the watch to close its channel once ctx ends: over a closed connection it never
+// does (its unsubscribe fails), and the worker's shutdown would wait for ever.
+func drain(ctx context.Context, w jetstream.KeyWatcher, each func(jetstream.KeyValueEntry)) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-w.Updates():
+			if !ok {
+				return
+			}
 			each(e)
 		}
-		_ = w.Stop()
 	}
 }

@@ -73,3 +73,38 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("updates %v after %d opens; want %v after 2", got, opens, want)
 	}
 }
+
+// Follow returns when its context ends even when the connection under the watch was closed
+// first. (A worker's shutdown once hung in Follow after its connection was closed: the watch
+// never closed its channel. This order of events does not reproduce that race every time;
+// Follow now stops on its context without waiting for the channel.)
+func TestFollowReturnsAfterConnectionClosed(t *testing.T) {
+	srv := natstest.Start(t)
+	nc, js := srv.Connect(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "closed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	opened := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Follow(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) {
+			select {
+			case opened <- struct{}{}:
+			default:
+			}
+			return kv.WatchAll(ctx)
+		}, func(jetstream.KeyValueEntry) {})
+	}()
+	<-opened
+	nc.Close()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Follow did not return after its context ended over a closed connection")
+	}
+}
