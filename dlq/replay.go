@@ -67,6 +67,10 @@ type ReplayOptions struct {
 	MaxInputBytes int
 	// DryRun checks that the entry can be replayed without changing anything.
 	DryRun bool
+
+	// hook, in tests, is called at the crash points of a replay; returning true stops the
+	// replay dead there (it returns errStopped and writes nothing more), as a crash would.
+	hook func(point string) bool
 }
 
 // ReplayResult is what Replay did with one entry.
@@ -92,7 +96,10 @@ type ReplayResult struct {
 // because of dead nodes now replayed; publishes the step with msg-id <run>.<node>.r<id>; and
 // deletes the entry. Replaying an entry twice, in a row or at once, runs its step once: the
 // loser finds the node already at dispatch r<id> and only finishes the publish and delete.
-// ErrNoEntry if the entry is gone. The result is never nil.
+// The same makes a replay stopped partway by a crash safe to run again: whatever gap it
+// stopped at, the rerun finds the node at r<id>, re-publishes under the same msg-id (which the
+// server drops if the first publish landed) unless the step has run since, and deletes the
+// entry. ErrNoEntry if the entry is gone. The result is never nil.
 func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store, names workflow.Names, id uint64, opts ReplayOptions) (*ReplayResult, error) {
 	res := &ReplayResult{ID: id}
 	s, err := stream(ctx, js, names)
@@ -120,6 +127,13 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 	if c, err := store.Cancelled(ctx, env.RunID); err != nil {
 		return res, err
 	} else if c {
+		return refuse(ErrRunCancelled, "run cancelled")
+	}
+	// A cancel that stopped between its two writes has ended the run but not yet written
+	// cancel.<run>: the run is cancelled all the same.
+	if end, _, err := store.End(ctx, env.RunID); err != nil {
+		return res, err
+	} else if end != nil && end.Status == checkpoint.EndCancelled {
 		return refuse(ErrRunCancelled, "run cancelled")
 	}
 	def, err := store.Definition(ctx, env.Def)
@@ -154,6 +168,11 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		switch {
 		case cur != nil && cur.Dispatch == dispatch:
 			already = true
+		case cur != nil && cur.Status == checkpoint.StatusDead && cur.DLQSeq > id:
+			// The node died again after this entry was replayed (a replay stopped before its
+			// delete): the newer entry cur.DLQSeq is the live one. Replaying this one would
+			// publish under a msg-id the server may drop as a duplicate; only the delete is left.
+			already = true
 		case cur == nil:
 			return refuse(ErrNotDead, "node %s of run %s has no state yet (the move to the DLQ is still finishing?); try again shortly", env.Node, env.RunID)
 		case cur.Status != checkpoint.StatusDead:
@@ -180,6 +199,9 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		st = &next
 		break
 	}
+	if at(opts.hook, pointReplayRetrying) {
+		return res, errStopped
+	}
 	res.Edited = edited != nil
 	if already {
 		res.Edited = len(st.Input) > 0 && st.EditedFrom == id
@@ -194,13 +216,20 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 	if err := reopen(ctx, store, env.RunID); err != nil {
 		return res, err
 	}
+	if at(opts.hook, pointReplayReopened) {
+		return res, errStopped
+	}
 	if st.Status == checkpoint.StatusRetrying && st.Dispatch == dispatch && st.Attempts == 0 {
-		// Not run since the replay: publish (deduplicated if it already was).
+		// Not run since the replay: publish (deduplicated if an earlier, interrupted replay
+		// of this entry already did).
 		step := *env
 		step.Dispatch = dispatch
 		if _, err := producer.Publish(ctx, js, names, node.Type, &step); err != nil {
 			return res, err
 		}
+	}
+	if at(opts.hook, pointReplayPublished) {
+		return res, errStopped
 	}
 	if err := deleteMsg(ctx, s, id); err != nil {
 		return res, err

@@ -1,0 +1,110 @@
+package dlq_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// TestReplayKilledAtEachGap stops a replay dead at each gap between its writes (DESIGN.md:
+// "keep the orders, and test a kill at each gap") and then runs the same replay again, as an
+// operator would after the crash: the node runs exactly once more, the run completes, and the
+// entry is gone.
+func TestReplayKilledAtEachGap(t *testing.T) {
+	t.Parallel()
+	for _, point := range []string{dlq.PointReplayRetrying, dlq.PointReplayReopened, dlq.PointReplayPublished} {
+		t.Run(point, func(t *testing.T) {
+			t.Parallel()
+			p := setupPay(t)
+			ctx := context.Background()
+			run := p.start("pay", `{"amount": 5}`)
+			p.waitEnd(run, checkpoint.EndFailed)
+			e := p.entries(1)[0]
+			p.fixed.Store(true)
+
+			stop := func(at string) bool { return at == point }
+			if _, err := dlq.Replay(ctx, p.js, p.store, p.names, e.ID, dlq.WithHook(dlq.ReplayOptions{}, stop)); !errors.Is(err, dlq.ErrStopped) {
+				t.Fatalf("replay stopped at %s: got %v", point, err)
+			}
+			// What the crash left: the node is no longer dead, the entry is still there.
+			if st := p.node(run, "charge"); st.Status == checkpoint.StatusDead || st.Dispatch != workflow.DispatchReplay(e.ID) || st.Replays != 1 {
+				t.Fatalf("charge after the crash: %+v", st)
+			}
+			if _, err := dlq.Get(ctx, p.js, p.names, e.ID); err != nil {
+				t.Fatalf("the entry should still be there after a crash at %s: %v", point, err)
+			}
+
+			res, err := dlq.Replay(ctx, p.js, p.store, p.names, e.ID, dlq.ReplayOptions{})
+			if err != nil {
+				t.Fatalf("replay after a crash at %s: %v", point, err)
+			}
+			if res.Status != dlq.StatusAlreadyReplayed {
+				t.Errorf("replay after a crash: status %q, want %q", res.Status, dlq.StatusAlreadyReplayed)
+			}
+			p.waitEnd(run, checkpoint.EndCompleted)
+			natstest.Eventually(t, 10*time.Second, func() bool { return pending(t, p.fixture, "pay") == 0 }, "steps left in the stream")
+			if n := p.calls.get(run, "charge"); n != 2 {
+				t.Errorf("charge ran %d times, want 2 (the failure and one replay)", n)
+			}
+			if st := p.node(run, "charge"); st.Status != checkpoint.StatusDone || st.Replays != 1 {
+				t.Errorf("charge: %+v, want done after one replay", st)
+			}
+			if _, err := dlq.Get(ctx, p.js, p.names, e.ID); !errors.Is(err, dlq.ErrNoEntry) {
+				t.Errorf("the entry should be gone: %v", err)
+			}
+			if got, err := dlq.List(ctx, p.js, p.names, dlq.Filter{}); err != nil || len(got) != 0 {
+				t.Errorf("DLQ: %d entries (%v), want none", len(got), err)
+			}
+		})
+	}
+}
+
+// TestReplayKilledThenNodeDiedAgain: a replay stopped after its publish, whose step then fails
+// again (a second entry), is finished by running it again: the old entry is deleted, the new
+// one is left and replays normally.
+func TestReplayKilledThenNodeDiedAgain(t *testing.T) {
+	t.Parallel()
+	p := setupPay(t)
+	ctx := context.Background()
+	run := p.start("pay", `{"amount": 5}`)
+	p.waitEnd(run, checkpoint.EndFailed)
+	first := p.entries(1)[0]
+
+	stop := func(at string) bool { return at == dlq.PointReplayPublished }
+	if _, err := dlq.Replay(ctx, p.js, p.store, p.names, first.ID, dlq.WithHook(dlq.ReplayOptions{}, stop)); !errors.Is(err, dlq.ErrStopped) {
+		t.Fatalf("replay: %v", err)
+	}
+	// Still not fixed: the replayed step fails again, into a second entry.
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		st, _, err := p.store.Node(ctx, run, "charge")
+		return err == nil && st != nil && st.Status == checkpoint.StatusDead && st.DLQSeq > first.ID
+	}, "the replayed step did not die again")
+	p.waitEnd(run, checkpoint.EndFailed)
+
+	res, err := dlq.Replay(ctx, p.js, p.store, p.names, first.ID, dlq.ReplayOptions{})
+	if err != nil || res.Status != dlq.StatusAlreadyReplayed {
+		t.Fatalf("replay of the first entry again: %+v, %v", res, err)
+	}
+	entries := p.entries(1)
+	if entries[0].ID == first.ID {
+		t.Fatalf("the first entry is still there: %+v", entries[0])
+	}
+	if n := p.calls.get(run, "charge"); n != 2 {
+		t.Errorf("charge ran %d times, want 2", n)
+	}
+	// The second entry replays normally once the cause is fixed.
+	p.fixed.Store(true)
+	if res, err := dlq.Replay(ctx, p.js, p.store, p.names, entries[0].ID, dlq.ReplayOptions{}); err != nil || res.Status != dlq.StatusReplayed {
+		t.Fatalf("replay of the second entry: %+v, %v", res, err)
+	}
+	p.waitEnd(run, checkpoint.EndCompleted)
+	if n := p.calls.get(run, "charge"); n != 3 {
+		t.Errorf("charge ran %d times, want 3", n)
+	}
+}
