@@ -7,6 +7,9 @@ func WithHook(opts ReplayOptions, hook func(point string) bool) ReplayOptions {
 	return opts
 }
 
+// SetHook gives the sweeper a crash hook, like WithHook.
+func SetHook(s *Sweeper, hook func(point string) bool) { s.hook = hook }
+
 // ErrStopped is what an operation stopped by a hook returns.
 var ErrStopped = errStopped
 
@@ -15,4 +18,8 @@ const (
 	PointReplayRetrying  = pointReplayRetrying
 	PointReplayReopened  = pointReplayReopened
 	PointReplayPublished = pointReplayPublished
+	PointSweepPublished  = pointSweepPublished
+	PointSweepDead       = pointSweepDead
+	PointSweepEnded      = pointSweepEnded
+	PointSweepDeleted    = pointSweepDeleted
 )

@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,6 +35,10 @@ type Sweeper struct {
 	names  workflow.Names
 	worker string
 	log    *slog.Logger
+
+	// hook, in tests, is called at the crash points of a sweep; returning true stops the
+	// sweep dead there (nothing more is written and the advisory is not acked).
+	hook func(point string) bool
 }
 
 // NewSweeper returns a sweeper that reports itself as worker in DLQ headers.
@@ -126,16 +131,24 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 	}
 	reason := fmt.Sprintf("delivered %d times without finishing (worker crash or timeout)", adv.Deliveries)
 	env, derr := workflow.DecodeEnvelope(raw.Data)
-	f := Failure{Reason: reason, Error: reason, Worker: s.worker, StreamSeq: adv.StreamSeq, Subject: raw.Subject, Attempts: int(adv.Deliveries)}
+	f := Failure{Reason: reason, Error: reason, Worker: s.worker, StreamSeq: adv.StreamSeq, Subject: raw.Subject, Deliveries: adv.Deliveries}
 	if derr != nil {
 		f.Reason, f.Error = derr.Error(), derr.Error()
 		if _, err := Publish(ctx, s.js, s.names, raw.Data, f); err != nil {
 			return err
 		}
-		return deleteStep(ctx, steps, adv.StreamSeq)
+		if at(s.hook, pointSweepPublished) {
+			return errStopped
+		}
+		return s.deleteStep(ctx, steps, adv.StreamSeq)
 	}
 	f.Workflow, f.Node, f.RunID = env.Workflow, env.Node, env.RunID
-	for range checkpoint.MaxCASRetries {
+	for try := 0; ; try++ {
+		if try == checkpoint.MaxCASRetries {
+			// Never fall through to the end and the delete while the node is not dead: the
+			// advisory comes back and the next sweep tries again.
+			return fmt.Errorf("%w: node %s of run %s kept changing", checkpoint.ErrConflict, env.Node, env.RunID)
+		}
 		st, rev, err := s.store.Node(ctx, env.RunID, env.Node)
 		if err != nil {
 			return err
@@ -146,20 +159,30 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 		}
 		if (st != nil && st.Status == checkpoint.StatusDone) || env.Dispatch != want {
 			// Finished after all, or a stale copy: nothing to dead-letter.
-			return deleteStep(ctx, steps, adv.StreamSeq)
+			return s.deleteStep(ctx, steps, adv.StreamSeq)
 		}
 		if st != nil && st.Status == checkpoint.StatusDead {
-			break
+			break // dead-lettered already (by a sweep stopped partway, or by a worker)
+		}
+		// The entry says what the node went through: its attempts and real last error (the
+		// reason says why it stopped; the delivery count has its own header).
+		if st != nil {
+			f.Attempts = st.Attempts
+			f.Error = cmp.Or(st.LastError, reason)
 		}
 		seq, err := Publish(ctx, s.js, s.names, raw.Data, f)
 		if err != nil {
 			return err
 		}
+		if at(s.hook, pointSweepPublished) {
+			return errStopped
+		}
 		next := checkpoint.Node{Dispatch: env.Dispatch}
 		if st != nil {
 			next = *st
 		}
-		next.Status, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, reason, reason, seq
+		next.Status, next.Reason, next.DLQSeq = checkpoint.StatusDead, reason, seq
+		next.LastError = cmp.Or(next.LastError, reason)
 		next.EndedAt, next.Delivery, next.Seq = time.Now().UTC(), 0, 0
 		if _, err := s.store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
@@ -169,16 +192,27 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 		s.log.Warn("poison step moved to the DLQ", "run_id", env.RunID, "workflow", env.Workflow, "node", env.Node, "dlq_id", seq, "deliveries", adv.Deliveries)
 		break
 	}
+	if at(s.hook, pointSweepDead) {
+		return errStopped
+	}
 	if _, err := s.store.CreateEnd(ctx, env.RunID, &checkpoint.End{Status: checkpoint.EndFailed,
 		Reason: fmt.Sprintf("node %s: %s", env.Node, reason), At: time.Now().UTC()}); err != nil {
 		return err
 	}
-	return deleteStep(ctx, steps, adv.StreamSeq)
+	if at(s.hook, pointSweepEnded) {
+		return errStopped
+	}
+	return s.deleteStep(ctx, steps, adv.StreamSeq)
 }
 
-func deleteStep(ctx context.Context, steps jetstream.Stream, seq uint64) error {
+// deleteStep deletes the step at seq from the steps stream (already gone is fine), the last
+// write before the advisory's ack.
+func (s *Sweeper) deleteStep(ctx context.Context, steps jetstream.Stream, seq uint64) error {
 	if err := steps.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return fmt.Errorf("delete step %d: %w", seq, err)
+	}
+	if at(s.hook, pointSweepDeleted) {
+		return errStopped
 	}
 	return nil
 }
