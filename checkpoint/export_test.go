@@ -1,0 +1,14 @@
+package checkpoint
+
+import "context"
+
+// CancelWithHook is Cancel with a crash hook: returning true at a point stops it dead there.
+func (s *Store) CancelWithHook(ctx context.Context, run, reason string, hook func(point string) bool) (bool, error) {
+	return s.cancel(ctx, run, reason, hook)
+}
+
+// ErrStopped is what an operation stopped by a hook returns.
+var ErrStopped = errStopped
+
+// PointCancelEnded is the crash point between the cancelled end and cancel.<run>.
+const PointCancelEnded = pointCancelEnded
