@@ -35,7 +35,7 @@ func (d *dlqFilter) flags(cmd *cobra.Command) {
 	fl.StringVar(&d.f.Node, "node", "", "only this node")
 	fl.StringVar(&d.f.RunID, "run", "", "only this run")
 	fl.StringVar(&d.f.Reason, "reason", "", "only entries whose reason contains this text")
-	fl.StringVar(&d.since, "since", "", "only entries that failed within this duration (e.g. 1h)")
+	fl.StringVar(&d.since, "since", "", "only entries that failed within this duration (e.g. 1h, 7d, 1d12h)")
 	fl.IntVar(&d.f.Limit, "limit", 0, "at most this many entries (oldest first; default all)")
 }
 

@@ -209,6 +209,12 @@ func TestDLQReplayAllAfterFix(t *testing.T) {
 			t.Errorf("entry: %+v", d)
 		}
 	}
+	for _, d := range []string{"30d", "1d12h"} {
+		var recent []dlqEntry
+		if e.jsonOut(&recent, "dlq", "ls", "--json", "--since", d); len(recent) != 10 {
+			t.Errorf("dlq ls --since %s: %d entries, want 10", d, len(recent))
+		}
+	}
 	var groups []map[string]any
 	e.jsonOut(&groups, "dlq", "ls", "--group", "--json")
 	if want := `[{"count":10,"node":"charge","reason":"permanent error","workflow":"pay"}]`; mustJSON(groups) != want {

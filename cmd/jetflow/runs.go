@@ -117,7 +117,7 @@ func (a *app) runsLsCmd() *cobra.Command {
 	fl := cmd.Flags()
 	fl.StringVar(&f.Status, "status", "", "only runs in this status: "+strings.Join(checkpoint.RunStatuses, ", "))
 	fl.StringVar(&f.Workflow, "workflow", "", "only runs of this workflow")
-	fl.StringVar(&sinceFlag, "since", "", "only runs started within this duration (e.g. 1h)")
+	fl.StringVar(&sinceFlag, "since", "", "only runs started within this duration (e.g. 1h, 7d, 1d12h)")
 	fl.IntVar(&f.Limit, "limit", 50, "at most this many runs (0: all)")
 	fl.BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd

@@ -54,12 +54,17 @@ func TestRunsLsFilters(t *testing.T) {
 		{[]string{"--status", "completed", "--workflow", "diamond"}, []string{d2, d1}},
 		{[]string{"--workflow", "diamond", "--limit", "1"}, []string{d2}},
 		{[]string{"--since", "1h"}, []string{nap, broken, d2, d1}},
+		{[]string{"--since", "7d"}, []string{nap, broken, d2, d1}},
+		{[]string{"--since", "1d12h", "--status", "failed"}, []string{broken}},
 		{[]string{"--status", "cancelled"}, nil},
 		{[]string{"--workflow", "flaky"}, nil},
 	} {
 		if got := summaryIDs(e.runsLs(c.flags...)); !slices.Equal(got, c.want) {
 			t.Errorf("runs ls %v: %v, want %v", c.flags, got, c.want)
 		}
+	}
+	if r := e.cli("runs", "ls", "--since", "7days"); r.code != exitUsage || !strings.Contains(r.msg(), "7d") {
+		t.Errorf("runs ls --since 7days: want a usage error naming 7d: %s", r)
 	}
 	r := e.cli("runs", "ls", "--json", "--workflow", "flaky")
 	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -60,16 +62,55 @@ func age(t time.Time) string {
 	return fmt.Sprintf("%dd", int(d.Hours()/24))
 }
 
-// since parses a --since duration into a time.
+// since parses a --since duration into a time: a Go duration (90m, 1h30m) that may also
+// count days (7d, 30d, 1d12h, 1.5d; a day is 24 hours).
 func since(flag, v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	d, err := time.ParseDuration(v)
+	d, err := parseDays(v)
 	if err != nil || d < 0 {
-		return time.Time{}, usageErr(fmt.Errorf("%s %q: use a duration such as 1h or 30m", flag, v))
+		return time.Time{}, usageErr(fmt.Errorf("%s %q: use a duration such as 7d, 1d12h, 1h or 30m", flag, v))
 	}
 	return time.Now().Add(-d), nil
+}
+
+// parseDays is time.ParseDuration with a "d" unit of 24 hours, in any position.
+func parseDays(v string) (time.Duration, error) {
+	if strings.ContainsAny(v, "+-") {
+		return 0, fmt.Errorf("bad duration %q: no signs", v)
+	}
+	var total time.Duration
+	rest := v
+	for {
+		i := strings.IndexByte(rest, 'd')
+		if i < 0 {
+			break
+		}
+		// The number just before the 'd': digits and at most one dot.
+		j := i
+		for j > 0 && (rest[j-1] >= '0' && rest[j-1] <= '9' || rest[j-1] == '.') {
+			j--
+		}
+		n, err := strconv.ParseFloat(rest[j:i], 64)
+		if err != nil || j > 0 && !strings.ContainsAny(rest[j-1:j], "hms") {
+			// Not a count of days, or glued to something that is not a unit ("1x2d").
+			return 0, fmt.Errorf("bad duration %q", v)
+		}
+		if n > float64(math.MaxInt64)/float64(24*time.Hour) {
+			return 0, fmt.Errorf("duration %q is too long", v)
+		}
+		total += time.Duration(n * float64(24*time.Hour))
+		rest = rest[:j] + rest[i+1:]
+	}
+	if rest == "" {
+		return total, nil
+	}
+	d, err := time.ParseDuration(rest)
+	if err != nil {
+		return 0, err
+	}
+	return total + d, nil
 }
 
 func short(s string, n int) string {
