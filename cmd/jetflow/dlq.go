@@ -96,7 +96,7 @@ func (a *app) dlqLsCmd() *cobra.Command {
 				tw := table(a.stdout)
 				fmt.Fprintln(tw, "COUNT\tWORKFLOW\tNODE\tREASON")
 				for _, g := range groups {
-					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", g.Count, dash(g.Workflow), dash(g.Node), short(g.Reason, 80))
+					fmt.Fprintf(tw, "%d\t%s\t%s\t%s\n", g.Count, dash(g.Workflow), dash(g.Node), short(g.Reason, reasonWidth))
 				}
 				return tw.Flush()
 			}
@@ -109,7 +109,7 @@ func (a *app) dlqLsCmd() *cobra.Command {
 			tw := table(a.stdout)
 			fmt.Fprintln(tw, "ID\tAGE\tWORKFLOW\tNODE\tRUN\tATTEMPTS\tREASON")
 			for _, e := range entries {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, age(e.FailedAt), dash(e.Workflow), dash(e.Node), dash(e.RunID), e.Attempts, short(e.Reason, 60))
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\n", e.ID, age(e.FailedAt), dash(e.Workflow), dash(e.Node), dash(e.RunID), e.Attempts, short(e.Reason, reasonWidth))
 			}
 			return tw.Flush()
 		},
@@ -119,6 +119,11 @@ func (a *app) dlqLsCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd
 }
+
+// reasonWidth is how many characters of a reason the tables show (the last column, so a long
+// one only makes its line longer): enough for the sweeper's "delivered N times without
+// finishing (worker crash or timeout)" and a short error with it; `dlq show` has it all.
+const reasonWidth = 100
 
 func dash(s string) string {
 	if s == "" {

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -466,5 +467,35 @@ func TestDLQPurge(t *testing.T) {
 	}
 	if r := e.cli("dlq", "purge", "--yes"); r.code != 0 || r.stdout != "no DLQ entries\n" {
 		t.Errorf("purge of an empty DLQ: %s", r)
+	}
+}
+
+// TestDLQLsLongReason: the table shows the sweeper's whole reason (62 characters), and cuts a
+// longer one on a character boundary, never inside a UTF-8 sequence.
+func TestDLQLsLongReason(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.lib()
+	ctx := context.Background()
+	sweeper := "delivered 20 times without finishing (worker crash or timeout)"
+	long := "permanent error: " + strings.Repeat("ошибка ", 30)
+	for i, reason := range []string{sweeper, long} {
+		f := dlq.Failure{Workflow: "pay", Node: "charge", RunID: fmt.Sprintf("run-%d", i), Reason: reason, Error: reason, StreamSeq: uint64(i + 1)}
+		if _, err := dlq.Publish(ctx, c.js, c.names, []byte(`{}`), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, args := range [][]string{{"dlq", "ls"}, {"dlq", "ls", "--group"}} {
+		r := e.cli(args...)
+		out := lines(r.stdout)
+		if r.code != 0 || len(out) != 3 {
+			t.Fatalf("%s: %s", strings.Join(args, " "), r)
+		}
+		if !strings.HasSuffix(out[1], sweeper) {
+			t.Errorf("%s cut the sweeper's reason: %q", strings.Join(args, " "), out[1])
+		}
+		if !utf8.ValidString(out[2]) || !strings.HasSuffix(out[2], "…") || !strings.Contains(out[2], "permanent error: ошибка") {
+			t.Errorf("%s: long reason shown as %q", strings.Join(args, " "), out[2])
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 )
@@ -113,11 +114,16 @@ func parseDays(v string) (time.Duration, error) {
 	return total + d, nil
 }
 
+// short cuts s to at most n runes, marking a cut with "…"; it never splits a UTF-8 sequence.
 func short(s string, n int) string {
-	if len(s) <= n {
+	if n <= 0 {
+		return ""
+	}
+	if utf8.RuneCountInString(s) <= n {
 		return s
 	}
-	return s[:n-1] + "…"
+	runes := []rune(s)
+	return string(runes[:n-1]) + "…"
 }
 
 // groupHelp is the RunE of a command group: bare, it shows help; with an unknown subcommand,

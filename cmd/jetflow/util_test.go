@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestSinceDays(t *testing.T) {
@@ -45,6 +46,28 @@ func TestSinceDays(t *testing.T) {
 		_, err := since("--since", bad)
 		if code := exitCode(err); err == nil || code != exitUsage || !strings.Contains(err.Error(), "7d") {
 			t.Errorf("since(%q): want a usage error naming 7d, got %v (exit %d)", bad, err, code)
+		}
+	}
+}
+
+func TestShortIsRuneAware(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"hello", 10, "hello"},
+		{"hello", 5, "hello"},
+		{"hello world", 6, "hello…"},
+		{"ünïcödé tëxt", 8, "ünïcödé…"},
+		{"日本語のエラー", 4, "日本語…"},
+		{"🙂🙂🙂", 2, "🙂…"},
+		{"abc", 0, ""},
+	} {
+		got := short(c.in, c.n)
+		if got != c.want || !utf8.ValidString(got) || utf8.RuneCountInString(got) > max(c.n, 0) {
+			t.Errorf("short(%q, %d) = %q, want %q", c.in, c.n, got, c.want)
 		}
 	}
 }
