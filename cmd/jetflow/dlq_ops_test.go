@@ -54,8 +54,9 @@ func (c *opsConn) applyGo(t testing.TB, w *workflow.Workflow) {
 	}
 }
 
-// goWorker runs a library worker with Go handlers against the env until the test ends.
-func (e *testEnv) goWorker(reg func(w *consumer.Worker)) {
+// goWorker runs a library worker with Go handlers against the env until the test ends, or
+// until stop is called.
+func (e *testEnv) goWorker(reg func(w *consumer.Worker)) (stop func()) {
 	e.t.Helper()
 	nc, err := nats.Connect(e.url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -78,13 +79,18 @@ func (e *testEnv) goWorker(reg func(w *consumer.Worker)) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
-	e.t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			e.t.Errorf("worker: %v", err)
-		}
-		nc.Close()
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("worker: %v", err)
+			}
+			nc.Close()
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
 }
 
 // jsonOut runs a command that must succeed and decodes its stdout into v.
@@ -232,7 +238,7 @@ func TestDLQReplayAllAfterFix(t *testing.T) {
 	}
 
 	h.fixed.Store(true)
-	r = e.cli("dlq", "replay", "--all", "--rate", "1000")
+	r = e.cli("dlq", "replay", "--all", "--rate", "2")
 	if r.code != 0 {
 		t.Fatalf("dlq replay --all: %s", r)
 	}
@@ -496,6 +502,62 @@ func TestDLQLsLongReason(t *testing.T) {
 		}
 		if !utf8.ValidString(out[2]) || !strings.HasSuffix(out[2], "…") || !strings.Contains(out[2], "permanent error: ошибка") {
 			t.Errorf("%s: long reason shown as %q", strings.Join(args, " "), out[2])
+		}
+	}
+}
+
+// TestDLQReplayRate: --rate spaces the replays out. With no worker taking the replayed steps,
+// their publish times stay in the steps stream: at --rate 2, each comes at least ~0.5 s after
+// the one before (checked with a lower bound of 0.4 s, which a slow machine only exceeds).
+func TestDLQReplayRate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	c := e.lib()
+	ctx := context.Background()
+	wf := workflow.New("pay")
+	wf.Node("charge", "card")
+	c.applyGo(t, wf)
+	h := &chargeHandler{}
+	stop := e.goWorker(func(w *consumer.Worker) { w.Handle("card", h.handle) })
+	for i := range 4 {
+		if r := e.cli("start", "pay", "--input", fmt.Sprintf(`{"amount": %d}`, i+1)); r.code != 0 {
+			t.Fatalf("start: %s", r)
+		}
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		return len(e.runsLs("--status", "failed")) == 4
+	}, "4 runs did not fail")
+	stop()
+
+	steps, err := c.js.Stream(ctx, c.names.StepsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := steps.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Fatalf("%d steps left in the stream before the replay", info.State.Msgs)
+	}
+	r := e.cli("dlq", "replay", "--all", "--rate", "2")
+	if r.code != 0 || len(lines(r.stdout)) != 4 {
+		t.Fatalf("dlq replay --all --rate 2: %s", r)
+	}
+	var at []time.Time
+	for seq := info.State.LastSeq + 1; len(at) < 4; seq++ {
+		m, err := steps.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("replayed step %d of 4 (stream seq %d): %v", len(at)+1, seq, err)
+		}
+		if !strings.Contains(m.Header.Get(workflow.HeaderMsgID), ".charge.r") {
+			t.Fatalf("stream seq %d is not a replayed step: %v", seq, m.Header)
+		}
+		at = append(at, m.Time)
+	}
+	for i := 1; i < len(at); i++ {
+		if gap := at[i].Sub(at[i-1]); gap < 400*time.Millisecond {
+			t.Errorf("replay %d was published %v after replay %d; at --rate 2 the gap should be about 500ms (all: %v)", i+1, gap, i, at)
 		}
 	}
 }
