@@ -97,8 +97,12 @@ func TestRunsCancelBlockingHandler(t *testing.T) {
 	fast := workflow.New("fast")
 	fast.Node("x", "quick")
 	c.applyGo(t, fast)
+	type cancelled struct {
+		cause error
+		at    time.Time
+	}
 	started := make(chan string, 1)
-	causes := make(chan error, 1)
+	causes := make(chan cancelled, 1)
 	e.goWorker(func(w *consumer.Worker) {
 		w.Handle("block", func(ctx context.Context, s *consumer.Step) (any, error) {
 			if s.Node == "after" {
@@ -106,7 +110,7 @@ func TestRunsCancelBlockingHandler(t *testing.T) {
 			}
 			started <- s.RunID
 			<-ctx.Done()
-			causes <- context.Cause(ctx)
+			causes <- cancelled{context.Cause(ctx), time.Now()}
 			return nil, ctx.Err()
 		})
 		w.Handle("quick", func(ctx context.Context, s *consumer.Step) (any, error) { return "ok", nil })
@@ -125,21 +129,28 @@ func TestRunsCancelBlockingHandler(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the handler did not start")
 	}
+	// The issue: the run is cancelled when the command returns, and a handler running for it
+	// has its context cancelled within 2 s of the command.
+	cmdStart := time.Now()
 	r = e.cli("runs", "cancel", id, "--reason", "no longer needed")
+	took := time.Since(cmdStart)
 	if r.code != 0 || r.stdout != "cancelled "+id+"\n" {
 		t.Fatalf("runs cancel: %s", r)
 	}
-	select {
-	case cause := <-causes:
-		if !errors.Is(cause, consumer.ErrRunCancelled) {
-			t.Errorf("the handler's context was cancelled by %v, want ErrRunCancelled", cause)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the handler's context was not cancelled")
-	}
 	v := getRun(t, e, id)
 	if v.Status != "cancelled" || v.Reason != "no longer needed" || v.EndedAt == nil {
-		t.Errorf("run after cancel: %s", mustJSON(v))
+		t.Errorf("run right after cancel (the command took %v): %s", took, mustJSON(v))
+	}
+	select {
+	case c := <-causes:
+		if !errors.Is(c.cause, consumer.ErrRunCancelled) {
+			t.Errorf("the handler's context was cancelled by %v, want ErrRunCancelled", c.cause)
+		}
+		if latency := c.at.Sub(cmdStart); latency > 2*time.Second {
+			t.Errorf("the handler's context was cancelled %v after the command started, want within 2s (the command took %v)", latency, took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the handler's context was not cancelled within 10s of the command (the command took %v)", took)
 	}
 	if r := e.cli("runs", "cancel", id); r.code != 0 || !strings.Contains(r.stdout, "already cancelled") {
 		t.Errorf("second cancel: %s", r)
@@ -196,12 +207,18 @@ func TestRunsCancelParked(t *testing.T) {
 	natstest.Eventually(t, 20*time.Second, func() bool {
 		return getRun(t, e, id).Nodes["wait"].Status == "retrying"
 	}, "the sleep node did not park")
+	// The issue: cancelled within 2 s of the command; it is cancelled when the command returns.
+	cmdStart := time.Now()
 	if r := e.cli("runs", "cancel", id); r.code != 0 {
 		t.Fatalf("runs cancel: %s", r)
 	}
+	took := time.Since(cmdStart)
 	v := getRun(t, e, id)
 	if v.Status != "cancelled" || v.Reason != checkpoint.DefaultCancelReason || v.Nodes["after"].Status != "pending" {
-		t.Errorf("run after cancel: %s", mustJSON(v))
+		t.Errorf("run right after cancel (the command took %v): %s", took, mustJSON(v))
+	}
+	if took > 2*time.Second {
+		t.Errorf("runs cancel took %v, want the run cancelled within 2s", took)
 	}
 	r = e.cli("runs", "watch", id)
 	if out := lines(r.stdout); r.code != exitFailed || len(out) < 3 ||
