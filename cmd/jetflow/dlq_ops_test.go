@@ -396,7 +396,7 @@ func TestDLQReplayRefusedCancelled(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("entries: %+v", entries)
 	}
-	// The run was cancelled before its end was written (a race with the failure).
+	// cancel.<run> on a failed run: what an older jetflow's cancel left when it raced the failure.
 	if _, err := c.store.KV().Create(context.Background(), workflow.CancelKey(run), []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
