@@ -1,7 +1,7 @@
 # jetflow — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help test race lint bench fuzz chaos build dev
+.PHONY: help test race lint bench fuzz chaos build dev browser
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-8s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ test: ## the test suite (as CI runs it)
 	$(GO) test -race ./...
 
 race: test ## alias of test: the suite always runs with the race detector
+
+browser: ## the dashboard's browser test in headless Chromium (installs it; refreshes docs/*.png)
+	bash scripts/browser-test.sh
 
 lint: ## gofmt, go vet, and golangci-lint when installed
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
