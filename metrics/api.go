@@ -38,7 +38,7 @@ const apiTimeout = 30 * time.Second
 // hidden unless the server shows them.
 type RunDetail struct {
 	*checkpoint.RunView
-	// PayloadsHidden says outputs are left out and errors cut to their first line.
+	// PayloadsHidden says outputs and edited inputs are left out and errors cut to their first line.
 	PayloadsHidden bool `json:"payloads_hidden,omitempty"`
 }
 
@@ -142,7 +142,9 @@ func (s *Server) redactRun(v *checkpoint.RunView) *RunDetail {
 	}
 	d.PayloadsHidden = true
 	for _, n := range v.Nodes {
-		n.Output = nil
+		// Input is an operator's edit of a replayed node's input (EditedFrom says which
+		// replay): as much a payload as the output.
+		n.Output, n.Input = nil, nil
 		n.Error = hideError(n.Error)
 	}
 	return d

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/metrics"
 )
@@ -293,6 +294,47 @@ func TestShowPayloads(t *testing.T) {
 	getJSON(t, base+"/api/runs/"+permRun, &run)
 	if !strings.Contains(run.Nodes["p"].Error, "s3cr3t") {
 		t.Errorf("error %q, want the whole text", run.Nodes["p"].Error)
+	}
+}
+
+// TestHiddenEditedInput replays a dead node with an operator-edited input: the input is in
+// the node's state, and /api/runs/{id} and the run page hide it unless payloads are shown.
+func TestHiddenEditedInput(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	f.worker()
+	_, hidden := f.server(metrics.ServerConfig{})
+	_, shown := f.server(metrics.ServerConfig{ShowPayloads: true})
+	id := f.start("perm")
+	f.waitEnd(id, checkpoint.EndFailed)
+	ctx := context.Background()
+	entries, err := dlq.List(ctx, f.js, f.names, dlq.Filter{RunID: id})
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("DLQ: %d entries, %v; want one", len(entries), err)
+	}
+	const secret = "edited-s3cr3t"
+	f.fixed.Store(true)
+	res, err := dlq.Replay(ctx, f.js, f.store, f.names, entries[0].ID,
+		dlq.ReplayOptions{Input: json.RawMessage(`{"input": {"token": "` + secret + `"}}`)})
+	if err != nil || !res.Edited {
+		t.Fatalf("replay with an edited input: %+v %v", res, err)
+	}
+	f.waitEnd(id, checkpoint.EndCompleted)
+
+	var run checkpoint.RunView
+	getJSON(t, shown+"/api/runs/"+id, &run)
+	if !strings.Contains(string(run.Nodes["p"].Input), secret) {
+		t.Fatalf("with --show-payloads the edited input is %s, want it shown", run.Nodes["p"].Input)
+	}
+	for _, path := range []string{"/api/runs/" + id, "/runs/" + id, "/runs/" + id + "?partial=1"} {
+		code, body := get(t, hidden+path)
+		if code != http.StatusOK || strings.Contains(body, secret) {
+			t.Errorf("GET %s with payloads hidden: %d, shows the edited input: %v", path, code, strings.Contains(body, secret))
+		}
+	}
+	getJSON(t, hidden+"/api/runs/"+id, &run)
+	if run.Nodes["p"].Input != nil || run.Nodes["p"].EditedFrom == 0 {
+		t.Errorf("payloads hidden: input %s, edited from %d; want no input, the edit still recorded", run.Nodes["p"].Input, run.Nodes["p"].EditedFrom)
 	}
 }
 
