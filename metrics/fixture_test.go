@@ -167,11 +167,17 @@ func (f *fixture) waitEnd(id, want string) {
 // base URL (without the trailing slash).
 func (f *fixture) server(cfg metrics.ServerConfig) (*metrics.Server, string) {
 	f.t.Helper()
+	return f.serverOn(f.js, cfg)
+}
+
+// serverOn is server talking to NATS through js.
+func (f *fixture) serverOn(js jetstream.JetStream, cfg metrics.ServerConfig) (*metrics.Server, string) {
+	f.t.Helper()
 	cfg.Addr = "127.0.0.1:0"
 	cfg.Names = f.names
 	cfg.Gatherer = f.reg
 	cfg.EventInterval = 200 * time.Millisecond
-	srv, err := metrics.NewServer(f.js, f.store, cfg)
+	srv, err := metrics.NewServer(js, f.store, cfg)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
@@ -46,6 +48,51 @@ func TestProbes(t *testing.T) {
 	f.srv.Restart()
 	natstest.Eventually(t, 15*time.Second, func() bool { return status("/readyz") == http.StatusOK },
 		"/readyz did not return to 200 after NATS came back")
+	if c := status("/healthz"); c != http.StatusOK {
+		t.Fatalf("/healthz = %d", c)
+	}
+}
+
+// TestProbesHungServer puts a proxy between the dashboard's NATS connection and the server
+// and makes it hang: the connection stays open but nothing answers (a stopped or wedged
+// server, a black-holed path). /readyz turns 503 and back to 200 when the proxy forwards
+// again; /healthz stays 200 throughout.
+func TestProbesHungServer(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	proxy := startHangProxy(t, strings.TrimPrefix(f.srv.ClientURL(), "nats://"))
+	nc, err := nats.Connect(proxy.url(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, base := f.serverOn(js, metrics.ServerConfig{})
+	status := func(path string) int {
+		code, _ := get(t, base+path)
+		return code
+	}
+	natstest.Eventually(t, 15*time.Second, func() bool { return status("/readyz") == http.StatusOK }, "/readyz never 200")
+
+	proxy.hang()
+	natstest.Eventually(t, 15*time.Second, func() bool { return status("/readyz") == http.StatusServiceUnavailable },
+		"/readyz did not turn 503 while NATS did not answer")
+	if st := nc.Status(); st != nats.CONNECTED {
+		t.Fatalf("the connection is %s: the test must hang the server, not close the connection", st)
+	}
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "does not answer") {
+		t.Fatalf("/readyz = %d %q, want 503 saying NATS does not answer", code, body)
+	}
+	if c := status("/healthz"); c != http.StatusOK {
+		t.Fatalf("/healthz = %d while NATS hangs, want 200", c)
+	}
+
+	proxy.resume()
+	natstest.Eventually(t, 15*time.Second, func() bool { return status("/readyz") == http.StatusOK },
+		"/readyz did not return to 200 after NATS answered again")
 	if c := status("/healthz"); c != http.StatusOK {
 		t.Fatalf("/healthz = %d", c)
 	}
