@@ -37,6 +37,9 @@ func (a *app) devCmd() *cobra.Command {
 			"built-in node types until Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := hf.health.validate(); err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			names, err := a.names()
 			if err != nil {

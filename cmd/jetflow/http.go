@@ -20,16 +20,83 @@ type httpFlags struct {
 	addr         string
 	adminToken   string
 	showPayloads bool
+	health       healthFlags
 }
 
-// register adds --http (default def; empty turns the server off), --admin-token and
-// --show-payloads to cmd.
+// register adds --http (default def; empty turns the server off), --admin-token,
+// --show-payloads and the --health-* thresholds to cmd.
 func (h *httpFlags) register(cmd *cobra.Command, def string) {
 	fs := cmd.Flags()
 	fs.StringVar(&h.addr, "http", def, "serve /metrics, /healthz, /readyz, the JSON API and the dashboard on this address (empty: off)")
 	fs.StringVar(&h.adminToken, "admin-token", env("JETFLOW_ADMIN_TOKEN", ""),
 		"bearer token that replay, cancel and purge from the dashboard or API need (env JETFLOW_ADMIN_TOKEN; none: read-only)")
 	fs.BoolVar(&h.showPayloads, "show-payloads", false, "show inputs, outputs and whole error texts in the dashboard and API")
+	h.health.register(cmd)
+}
+
+// healthFlags are the health monitor's thresholds, one flag per metrics.HealthConfig field.
+// The zero value means every default (metrics.HealthConfig.WithDefaults).
+type healthFlags struct {
+	window, bucket                        time.Duration
+	minSamples                            int
+	degradedErrorRate, unhealthyErrorRate float64
+	degradedP95, unhealthyP95             time.Duration
+	pauseFor, maxPause                    time.Duration
+}
+
+// register adds the --health-* flags to cmd, with the library's defaults.
+func (h *healthFlags) register(cmd *cobra.Command) {
+	fs := cmd.Flags()
+	fs.DurationVar(&h.window, "health-window", metrics.DefaultHealthWindow, "health monitor: judge each node type and breaker key over this much recent history")
+	fs.DurationVar(&h.bucket, "health-bucket", metrics.DefaultHealthBucket, "health monitor: judge this often (the window's resolution)")
+	fs.IntVar(&h.minSamples, "health-min-samples", metrics.DefaultMinSamples, "health monitor: judge only with at least this many outcomes in the window (fewer: healthy)")
+	fs.Float64Var(&h.degradedErrorRate, "health-degraded-error-rate", metrics.DefaultDegradedErrorRate, "health monitor: degraded from this error rate (0..1): the type runs at half concurrency")
+	fs.Float64Var(&h.unhealthyErrorRate, "health-unhealthy-error-rate", metrics.DefaultUnhealthyErrorRate, "health monitor: unhealthy from this error rate (0..1): the type is paused")
+	fs.DurationVar(&h.degradedP95, "health-degraded-p95", metrics.DefaultDegradedP95, "health monitor: degraded from this p95 latency")
+	fs.DurationVar(&h.unhealthyP95, "health-unhealthy-p95", metrics.DefaultUnhealthyP95, "health monitor: unhealthy from this p95 latency")
+	fs.DurationVar(&h.pauseFor, "health-pause-for", metrics.DefaultPauseFor, "health monitor: pause an unhealthy type this long at first")
+	fs.DurationVar(&h.maxPause, "health-max-pause", metrics.DefaultMaxPause, "health monitor: longest pause of a type that stays unhealthy (each pause doubles)")
+}
+
+// validate checks the flags as given (zero is not "the default" on the command line: it is
+// refused), naming the flag and the value in one line.
+func (h healthFlags) validate() error {
+	bad := func(flag string, v any, want string) error {
+		return usageErr(fmt.Errorf("--%s %v: %s", flag, v, want))
+	}
+	switch {
+	case h.window <= 0:
+		return bad("health-window", h.window, "must be positive (e.g. 5m)")
+	case h.bucket <= 0 || h.bucket > h.window:
+		return bad("health-bucket", h.bucket, "must be positive and at most --health-window ("+h.window.String()+")")
+	case h.minSamples < 1:
+		return bad("health-min-samples", h.minSamples, "must be at least 1")
+	case !(h.degradedErrorRate > 0 && h.degradedErrorRate <= 1):
+		return bad("health-degraded-error-rate", h.degradedErrorRate, "must be a fraction above 0 and at most 1 (0.2 is 20 %)")
+	case !(h.unhealthyErrorRate >= h.degradedErrorRate && h.unhealthyErrorRate <= 1):
+		return bad("health-unhealthy-error-rate", h.unhealthyErrorRate, fmt.Sprintf("must be between --health-degraded-error-rate (%v) and 1", h.degradedErrorRate))
+	case h.degradedP95 <= 0:
+		return bad("health-degraded-p95", h.degradedP95, "must be positive (e.g. 10s)")
+	case h.unhealthyP95 < h.degradedP95:
+		return bad("health-unhealthy-p95", h.unhealthyP95, "must be at least --health-degraded-p95 ("+h.degradedP95.String()+")")
+	case h.pauseFor <= 0:
+		return bad("health-pause-for", h.pauseFor, "must be positive (e.g. 30s)")
+	case h.maxPause < h.pauseFor:
+		return bad("health-max-pause", h.maxPause, "must be at least --health-pause-for ("+h.pauseFor.String()+")")
+	}
+	return nil
+}
+
+// config is the metrics.HealthConfig of these flags, for a worker running concurrency steps
+// of each type.
+func (h healthFlags) config(concurrency int, log *slog.Logger) metrics.HealthConfig {
+	return metrics.HealthConfig{
+		Window: h.window, Bucket: h.bucket, MinSamples: h.minSamples,
+		DegradedErrorRate: h.degradedErrorRate, UnhealthyErrorRate: h.unhealthyErrorRate,
+		DegradedP95: h.degradedP95, UnhealthyP95: h.unhealthyP95,
+		PauseFor: h.pauseFor, MaxPause: h.maxPause,
+		Concurrency: concurrency, Logger: log,
+	}
 }
 
 // obs is a worker process's metrics, health monitor and HTTP server. A nil *obs is valid and
@@ -49,7 +116,7 @@ func (a *app) newObs(c *conn, h httpFlags, concurrency int, draining func() bool
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	act := &lateActuator{log: log}
-	health, err := metrics.NewHealth(reg, act, metrics.HealthConfig{Concurrency: concurrency, Logger: log})
+	health, err := metrics.NewHealth(reg, act, h.health.config(concurrency, log))
 	if err != nil {
 		return nil, usageErr(err)
 	}

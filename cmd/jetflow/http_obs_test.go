@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
 	"net/http"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +12,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/metrics"
 )
 
 // TestWorkerHTTP runs a worker wired as `jetflow worker --http --admin-token` wires it, and
@@ -89,6 +93,102 @@ func TestHTTPFlags(t *testing.T) {
 	o.start()() // binds, then stops
 	if _, err := e.app.newObs(e.c, httpFlags{addr: "nonsense"}, 4, nil, 0); exitCode(err) != exitUsage {
 		t.Errorf("--http nonsense: %v, want a usage error", err)
+	}
+
+	// The health thresholds: a bad value is a one-line usage error naming the flag, on both
+	// commands, before anything connects or starts.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"--health-min-samples", "0"}, "--health-min-samples 0"},
+		{[]string{"--health-window", "1m", "--health-bucket", "2m"}, "--health-bucket 2m0s"},
+		{[]string{"--health-degraded-error-rate", "1.5"}, "--health-degraded-error-rate 1.5"},
+		{[]string{"--health-unhealthy-error-rate", "0.1"}, "--health-unhealthy-error-rate 0.1"},
+		{[]string{"--health-unhealthy-p95", "1s"}, "--health-unhealthy-p95 1s"},
+		{[]string{"--health-pause-for", "0s"}, "--health-pause-for 0s"},
+		{[]string{"--health-max-pause", "1s"}, "--health-max-pause 1s"},
+	} {
+		for _, cmd := range [][]string{{"worker", "--nats", "nats://127.0.0.1:1"}, {"dev", "--data", t.TempDir(), "--http", ""}} {
+			r := runCLI(t, ctx, "", append(cmd, c.args...)...)
+			if r.code != exitUsage || !strings.Contains(r.msg(), c.flag) || strings.Contains(r.msg(), "\n") {
+				t.Errorf("jetflow %s %v: exit %d %q, want a one-line usage error naming %s", cmd[0], c.args, r.code, r.msg(), c.flag)
+			}
+		}
+	}
+
+	// End to end: with --health-min-samples 1 (the default is 10) one dead step makes the
+	// exec type unhealthy, and the worker's /api/health says so (--health-bucket 100ms: the
+	// monitor judges at once).
+	env := newEnv(t)
+	env.apply()
+	base := workerWithLogs(t, env, "--http", "127.0.0.1:0", "--health-min-samples", "1", "--health-bucket", "100ms")
+	if r := env.cli("start", "broken"); r.code != 0 {
+		t.Fatalf("start broken: %s", r)
+	}
+	var health []struct{ Scope, Name, Status string }
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		health = nil
+		getJSONTo(t, base+"/api/health", &health)
+		for _, h := range health {
+			if h.Scope == string(metrics.ScopeType) && h.Name == "exec" {
+				return h.Status == metrics.Unhealthy.String()
+			}
+		}
+		return false
+	}, "with --health-min-samples 1 the exec type never turned unhealthy: %+v", &health)
+}
+
+// dashboardLine is the worker's log line that says where its HTTP server listens.
+var dashboardLine = regexp.MustCompile(`msg="dashboard listening" url=(\S+)`)
+
+// workerWithLogs runs `jetflow worker` in-process on e's server with the given flags (which
+// must include --http) until the test ends, and returns its dashboard's URL, read from its
+// log, without the trailing slash.
+func workerWithLogs(t *testing.T, e *testEnv, extra ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lockedBuffer{}
+	done := make(chan error, 1)
+	args := append(append([]string{"worker", "--drain-timeout", "5s"}, extra...), e.flags()...)
+	go func() { done <- run(ctx, args, strings.NewReader(""), out, out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("worker: %v\n%s", err, out)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("worker did not stop within 30 s of its context ending\n%s", out)
+		}
+	})
+	var url string
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		if m := dashboardLine.FindStringSubmatch(out.String()); m != nil {
+			url = strings.TrimSuffix(m[1], "/")
+		}
+		return url != ""
+	}, "the worker logged no dashboard URL:\n%s", out)
+	return url
+}
+
+// getJSONTo GETs url and decodes its JSON body into v, failing the test on any error.
+func getJSONTo(t *testing.T, url string, v any) {
+	t.Helper()
+	client := &http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
 	}
 }
 

@@ -36,6 +36,9 @@ func (a *app) workerCmd() *cobra.Command {
 			if drainTimeout < 0 {
 				return usageErr(errors.New("--drain-timeout must be positive"))
 			}
+			if err := hf.health.validate(); err != nil {
+				return err
+			}
 			var typeList []string
 			if types != "" {
 				typeList = strings.Split(types, ",")
