@@ -35,12 +35,19 @@ type pageTemplate = template.Template
 // templateFuncs are the helpers the page templates use.
 func templateFuncs() template.FuncMap {
 	return template.FuncMap{
-		"ago":      ago,
-		"dur":      fmtDur,
-		"lat":      fmtLatency,
-		"pct":      func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
-		"time":     func(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") },
-		"timep":    func(t *time.Time) string { return fmtTimePtr(t) },
+		"ago":   ago,
+		"dur":   fmtDur,
+		"lat":   fmtLatency,
+		"pct":   func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
+		"time":  fmtDateTime,
+		"timep": func(t *time.Time) string { return fmtTimePtr(t) },
+		"datetimep": func(t *time.Time) string {
+			if t == nil {
+				return "-"
+			}
+			return fmtDateTime(*t)
+		},
+		"add":      func(a, b int) int { return a + b },
 		"json":     func(v any) string { b, _ := json.Marshal(v); return string(b) },
 		"pretty":   prettyJSON,
 		"rate":     func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
@@ -548,6 +555,10 @@ func ago(t time.Time) string {
 	return fmtDur(time.Since(t).Truncate(time.Second)) + " ago"
 }
 
+// fmtDateTime formats t as the dashboard shows a moment in full: UTC, to the second.
+func fmtDateTime(t time.Time) string { return t.UTC().Format("2006-01-02 15:04:05Z") }
+
+// fmtTimePtr formats t as a time of day, to the millisecond (node timings); "-" for nil.
 func fmtTimePtr(t *time.Time) string {
 	if t == nil {
 		return "-"
