@@ -30,23 +30,23 @@ func (e *EndedError) Error() string {
 	return msg
 }
 
-// Cancel cancels a run (DESIGN.md "Replay, cancel, fail"): it ends the run cancelled, then
-// creates cancel.<run>, which workers watch to cancel the run's running handlers and skip its
-// queued steps. It reports whether this call cancelled the run: cancelling a cancelled run
-// again reports false (and writes cancel.<run> if a crash left it out). ErrNotFound if there
-// is no such run; *EndedError if the run already ended otherwise.
+// Cancel cancels a run (DESIGN.md "Replay, cancel, fail"): it creates cancel.<run>, which
+// workers watch to cancel the run's running handlers and skip its queued steps, then ends the
+// run cancelled. It reports whether this call cancelled the run: cancelling a cancelled run
+// again reports false (and finishes what a crash left half done). ErrNotFound if there is no
+// such run; *EndedError if the run already ended otherwise.
 //
-// The end comes first, with Create, so a run that fails or completes at the same moment is
-// never left with cancel.<run>: workers never forget a cancel they saw, so a cancel key on a
-// run that ended otherwise would stop its live branches and refuse its DLQ replays for good.
-// A crash between the two writes leaves a cancelled end without the key: the run is ended for
-// readers, replays of it are refused, and the next Cancel writes the key.
+// A run that fails or completes at the same moment wins the end: Cancel then deletes the
+// cancel.<run> it wrote (at the revision it wrote), so a run that ended otherwise is not left
+// with a cancel key, which would refuse its DLQ replays for good; workers forget a cancel
+// whose key is deleted. A crash between the two writes leaves the key without the end: the
+// run's steps are skipped, and the next Cancel ends it.
 func (s *Store) Cancel(ctx context.Context, run, reason string) (bool, error) {
 	return s.cancel(ctx, run, reason, nil)
 }
 
-// pointCancelEnded is the crash point between the cancelled end and cancel.<run>.
-const pointCancelEnded = "cancel-ended"
+// pointCancelKeyed is the crash point between cancel.<run> and the cancelled end.
+const pointCancelKeyed = "cancel-keyed"
 
 // errStopped means a test hook stopped a cancel dead at its crash point.
 var errStopped = errors.New("stopped dead by a test hook")
@@ -63,39 +63,56 @@ func (s *Store) cancel(ctx context.Context, run, reason string, hook func(point 
 	if reason == "" {
 		reason = DefaultCancelReason
 	}
+	// An end already there: a cancelled run is finished below; any other end is refused
+	// before a key is written.
+	if end, _, err := s.End(ctx, run); err != nil {
+		return false, err
+	} else if end != nil && end.Status != EndCancelled {
+		return false, &EndedError{Run: run, End: *end}
+	}
 	c := Cancel{At: time.Now().UTC(), Reason: reason}
-	wrote := false
+	keyRev, err := put(ctx, s.runs, workflow.CancelKey(run), &c, 0)
+	if errors.Is(err, ErrConflict) {
+		// Cancelled already, or a cancel is under way: its reason stands.
+		if keyRev, err = get(ctx, s.runs, workflow.CancelKey(run), &c); err != nil && !errors.Is(err, ErrNotFound) {
+			return false, err
+		}
+	} else if err != nil {
+		return false, fmt.Errorf("cancel run %s: %w", run, err)
+	}
+	if hook != nil && hook(pointCancelKeyed) {
+		return false, errStopped
+	}
 	for try := 0; ; try++ {
 		if try == MaxCASRetries {
 			return false, fmt.Errorf("%w: end.%s changed while cancelling; try again", ErrConflict, run)
 		}
-		var err error
-		if wrote, err = s.CreateEnd(ctx, run, &End{Status: EndCancelled, Reason: c.Reason, At: c.At}); err != nil {
+		wrote, err := s.CreateEnd(ctx, run, &End{Status: EndCancelled, Reason: c.Reason, At: c.At})
+		if err != nil {
 			return false, fmt.Errorf("end run %s: %w", run, err)
 		}
 		if wrote {
-			break
+			return true, nil
 		}
 		end, _, err := s.End(ctx, run)
 		if err != nil {
 			return false, err
 		}
-		if end == nil {
+		switch {
+		case end == nil:
 			continue // deleted meanwhile (a replay reopened the run): try again
+		case end.Status == EndCancelled:
+			return false, nil
 		}
-		if end.Status != EndCancelled {
-			return false, &EndedError{Run: run, End: *end}
+		// The run ended otherwise first: take the cancel back.
+		if keyRev != 0 {
+			if err := s.runs.Delete(ctx, workflow.CancelKey(run), jetstream.LastRevision(keyRev)); err != nil &&
+				!errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+				return false, fmt.Errorf("run %s ended %s while it was being cancelled, and its cancel key could not be removed: %w", run, end.Status, err)
+			}
 		}
-		c = Cancel{At: end.At, Reason: end.Reason} // cancelled already: make sure of the key
-		break
+		return false, &EndedError{Run: run, End: *end}
 	}
-	if hook != nil && hook(pointCancelEnded) {
-		return false, errStopped
-	}
-	if _, err := put(ctx, s.runs, workflow.CancelKey(run), &c, 0); err != nil && !errors.Is(err, ErrConflict) {
-		return false, fmt.Errorf("cancel run %s: %w", run, err)
-	}
-	return wrote, nil
 }
 
 // DeleteEnd deletes a run's end if it is still at revision rev (ErrConflict otherwise), so

@@ -59,30 +59,31 @@ func TestCancelRacesTheRunsEnd(t *testing.T) {
 	t.Logf("outcomes: %v", wins)
 }
 
-// TestCancelKilledBetweenWrites stops a cancel dead between its two writes (the end, then
-// cancel.<run>): the run is already ended cancelled, and the next Cancel writes the key.
+// TestCancelKilledBetweenWrites stops a cancel dead between its two writes (cancel.<run>,
+// then the end): the key is there, the run not yet ended; the next Cancel ends it, with the
+// first cancel's reason.
 func TestCancelKilledBetweenWrites(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx := context.Background()
 	f.run("half", "a", time.Now().UTC(), "", time.Time{})
-	stop := func(point string) bool { return point == checkpoint.PointCancelEnded }
+	stop := func(point string) bool { return point == checkpoint.PointCancelKeyed }
 	if _, err := f.store.CancelWithHook(ctx, "half", "stop it", stop); !errors.Is(err, checkpoint.ErrStopped) {
 		t.Fatalf("cancel stopped dead: %v", err)
 	}
-	if end, _, _ := f.store.End(ctx, "half"); end == nil || end.Status != checkpoint.EndCancelled {
-		t.Fatalf("after the crash the run should be ended cancelled: %+v", end)
+	if c, _ := f.store.Cancelled(ctx, "half"); !c {
+		t.Fatal("cancel.<run> not written before the crash point")
 	}
-	if c, _ := f.store.Cancelled(ctx, "half"); c {
-		t.Fatal("cancel.<run> written before the crash point")
+	if end, _, _ := f.store.End(ctx, "half"); end != nil {
+		t.Fatalf("the run ended before the crash point: %+v", end)
 	}
-	if ok, err := f.store.Cancel(ctx, "half", "again"); err != nil || ok {
-		t.Fatalf("Cancel after the crash: %v, %v; want a no-op that finishes the key", ok, err)
+	if ok, err := f.store.Cancel(ctx, "half", "again"); err != nil || !ok {
+		t.Fatalf("Cancel after the crash: %v, %v; want it to end the run", ok, err)
 	}
-	if c, err := f.store.Cancelled(ctx, "half"); err != nil || !c {
-		t.Errorf("the second Cancel should write cancel.<run>: %v, %v", c, err)
+	if end, _, _ := f.store.End(ctx, "half"); end == nil || end.Status != checkpoint.EndCancelled || end.Reason != "stop it" {
+		t.Errorf("want the run ended cancelled with the first cancel's reason: %+v", end)
 	}
-	if end, _, _ := f.store.End(ctx, "half"); end == nil || end.Reason != "stop it" {
-		t.Errorf("the first cancel's reason should stand: %+v", end)
+	if ok, err := f.store.Cancel(ctx, "half", "once more"); err != nil || ok {
+		t.Errorf("a third Cancel: %v, %v; want a no-op", ok, err)
 	}
 }

@@ -10,5 +10,5 @@ func (s *Store) CancelWithHook(ctx context.Context, run, reason string, hook fun
 // ErrStopped is what an operation stopped by a hook returns.
 var ErrStopped = errStopped
 
-// PointCancelEnded is the crash point between the cancelled end and cancel.<run>.
-const PointCancelEnded = pointCancelEnded
+// PointCancelKeyed is the crash point between cancel.<run> and the cancelled end.
+const PointCancelKeyed = pointCancelKeyed

@@ -621,10 +621,12 @@ func release(slots chan struct{}, n int) {
 	}
 }
 
-// watchCancels keeps the set of cancelled runs and cancels their running handlers.
+// watchCancels keeps the set of cancelled runs and cancels their running handlers. A
+// deleted key is forgotten: a cancel taken back (the run ended otherwise first) or a run
+// the reaper purged.
 func (w *Worker) watchCancels(ctx context.Context) {
 	open := func(ctx context.Context) (jetstream.KeyWatcher, error) {
-		return w.store.KV().Watch(ctx, workflow.CancelKey("*"), jetstream.IgnoreDeletes())
+		return w.store.KV().Watch(ctx, workflow.CancelKey("*"))
 	}
 	kvwatch.Follow(ctx, open, func(e jetstream.KeyValueEntry) {
 		if e == nil {
@@ -633,6 +635,10 @@ func (w *Worker) watchCancels(ctx context.Context) {
 		run := strings.TrimPrefix(e.Key(), workflow.CancelKey(""))
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		if e.Operation() != jetstream.KeyValuePut {
+			delete(w.cancels, run)
+			return
+		}
 		w.cancels[run] = true
 		for rs := range w.running[run] {
 			rs.cancel(ErrRunCancelled)
