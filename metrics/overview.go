@@ -40,6 +40,9 @@ func ReadBreakers(ctx context.Context, js jetstream.JetStream, names workflow.Na
 	now := time.Now()
 	var out []BreakerView
 	err = scanBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
+		if breaker.IsCountKey(e.Key()) {
+			return // a closed key's failure streak, not a trip
+		}
 		var t breaker.Trip
 		if json.Unmarshal(e.Value(), &t) != nil {
 			return
