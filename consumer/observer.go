@@ -35,7 +35,12 @@ type Observer interface {
 	HandlerAbandoned(workflow, node string)
 	// InFlight is called with +1 when a step starts and -1 when it ends.
 	InFlight(delta int)
-	// RunFinished is called by the worker that ended a run (status completed or failed).
+	// RunStarted is called once per run, across the cluster: by the worker that takes the
+	// first delivery of the run's first root node.
+	RunStarted(workflow string)
+	// RunFinished is called once per run: by the worker that ended it (status completed or
+	// failed), and for a cancelled run by the worker that leads the live workers (the
+	// lowest ID) when it sees the cancel.
 	RunFinished(workflow, status string, took time.Duration)
 	// BreakerState is called when this worker sees a breaker key change state.
 	BreakerState(key string, state breaker.State)
@@ -52,6 +57,7 @@ func (nopObserver) StepFinished(string, string, string, Outcome, time.Duration) 
 func (nopObserver) StepRerun(string, string)                                    {}
 func (nopObserver) HandlerAbandoned(string, string)                             {}
 func (nopObserver) InFlight(int)                                                {}
+func (nopObserver) RunStarted(string)                                           {}
 func (nopObserver) RunFinished(string, string, time.Duration)                   {}
 func (nopObserver) BreakerState(string, breaker.State)                          {}
 func (nopObserver) BreakerCall(string, bool, time.Duration)                     {}

@@ -48,6 +48,21 @@ type presence struct {
 	others map[string]Presence // by key
 }
 
+// leads reports whether this worker has the lowest ID among the live workers: the one that
+// does what must happen once per cluster and has no key of its own to decide it (counting a
+// cancelled run's end). While workers join or leave, two may lead for a moment, or none.
+func (p *presence) leads() bool {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	cutoff := time.Now().Add(-3 * PresenceInterval)
+	for k, o := range p.others {
+		if k != p.key && o.Seen.After(cutoff) && o.ID < p.self.ID {
+			return false
+		}
+	}
+	return true
+}
+
 // count returns the live workers that run nodeType (at least 1: this one).
 func (p *presence) count(nodeType string) int {
 	p.mu.RLock()

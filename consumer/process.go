@@ -218,6 +218,11 @@ func (s *stepRun) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if st == nil && s.meta.NumDelivered == 1 && s.env.Dispatch == workflow.DispatchFirst && s.def.FirstRoot() == s.env.Node {
+		// The run's first step, first seen: the run started (once per run, cluster-wide; a
+		// crash before it writes a state redelivers it with a higher delivery count).
+		s.w.cfg.Observer.RunStarted(s.env.Workflow)
+	}
 	wroteRunning, gated := false, false
 	var (
 		before  *checkpoint.Node // the state before this delivery marked it running

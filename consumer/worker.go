@@ -625,6 +625,8 @@ func release(slots chan struct{}, n int) {
 // deleted key is forgotten: a cancel taken back (the run ended otherwise first) or a run
 // the reaper purged.
 func (w *Worker) watchCancels(ctx context.Context) {
+	var counting sync.WaitGroup
+	defer counting.Wait()
 	open := func(ctx context.Context) (jetstream.KeyWatcher, error) {
 		return w.store.KV().Watch(ctx, workflow.CancelKey("*"))
 	}
@@ -639,11 +641,42 @@ func (w *Worker) watchCancels(ctx context.Context) {
 			delete(w.cancels, run)
 			return
 		}
+		if !w.cancels[run] && time.Since(e.Created()) < 10*time.Second && w.presence != nil && w.presence.leads() {
+			counting.Go(func() { w.countCancelled(ctx, run) })
+		}
 		w.cancels[run] = true
 		for rs := range w.running[run] {
 			rs.cancel(ErrRunCancelled)
 		}
 	})
+}
+
+// countCancelled reports a run's cancelled end to the Observer, once it is there: Cancel
+// writes the key first and the end right after (and takes the key back when the run ended
+// otherwise). Only a fresh cancel, seen by the leading worker, is counted.
+func (w *Worker) countCancelled(ctx context.Context, run string) {
+	if _, ok := w.cfg.Observer.(nopObserver); ok {
+		return
+	}
+	for range 20 {
+		end, _, err := w.store.End(ctx, run)
+		if err == nil && end != nil {
+			if end.Status != checkpoint.EndCancelled {
+				return
+			}
+			r, err := w.store.Run(ctx, run)
+			if err != nil {
+				return
+			}
+			w.cfg.Observer.RunFinished(r.Workflow, checkpoint.EndCancelled, end.At.Sub(r.Created))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (w *Worker) cancelled(run string) bool {

@@ -16,8 +16,7 @@ import (
 func Example() {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{Version: "v1.0.0"})
-	// A producer calls RunStarted (producer.Config.OnStart); a worker calls the rest
-	// (consumer.Config.Observer).
+	// A worker calls these through consumer.Config.Observer.
 	m.RunStarted("orders")
 	m.StepFinished("orders", "charge", "http", consumer.OutcomeRetried, 120*time.Millisecond)
 	m.StepFinished("orders", "charge", "http", consumer.OutcomeSucceeded, 80*time.Millisecond)

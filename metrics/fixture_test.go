@@ -68,7 +68,7 @@ func setup(t *testing.T) *fixture {
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, metrics.Options{Version: "test", JetStream: js, Names: names})
 	f := &fixture{t: t, srv: srv, names: names, nc: nc, js: js, store: store, reg: reg, metrics: m, flaky: map[string]int{},
-		prod: producer.New(js, store, producer.Config{Names: names, OnStart: m.RunStarted})}
+		prod: producer.New(js, store, producer.Config{Names: names})}
 	fast := workflow.Retry{MaxAttempts: 5, Initial: workflow.Duration(10 * time.Millisecond), Max: workflow.Duration(20 * time.Millisecond)}
 	ok := workflow.New("ok")
 	ok.Node("a", typeOK)

@@ -44,8 +44,8 @@ type Options struct {
 }
 
 // Metrics holds jetflow's Prometheus series. It implements consumer.Observer (give it to a
-// worker as consumer.Config.Observer) and has RunStarted for producer.Config.OnStart. Every
-// method is cheap and safe for concurrent use.
+// worker as consumer.Config.Observer): the workers count run starts and ends themselves, once
+// per run across the cluster. Every method is cheap and safe for concurrent use.
 type Metrics struct {
 	runsStarted      *prometheus.CounterVec
 	runsFinished     *prometheus.CounterVec
@@ -132,7 +132,9 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	return m
 }
 
-// RunStarted counts a new run of workflow; give it to producer.Config.OnStart.
+// RunStarted counts a new run of workflow. A worker calls it once per run (consumer.Observer);
+// a process with no worker may give it to producer.Config.OnStart instead (never both in one
+// registry: the run would count twice).
 func (m *Metrics) RunStarted(workflow string) {
 	m.runsStarted.WithLabelValues(workflow).Inc()
 }

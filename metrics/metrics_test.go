@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"context"
 	"strings"
 	"testing"
 	"time"
@@ -83,10 +84,18 @@ func TestMetricsAfterKnownRuns(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	f.worker()
-	okRun, flakyRun, permRun := f.start("ok"), f.start("flaky"), f.start("perm")
+	okRun, flakyRun, permRun, hangRun := f.start("ok"), f.start("flaky"), f.start("perm"), f.start("hang")
 	f.waitEnd(okRun, checkpoint.EndCompleted)
 	f.waitEnd(flakyRun, checkpoint.EndCompleted)
 	f.waitEnd(permRun, checkpoint.EndFailed)
+	// The worker counts starts itself (the test's producer reports nothing); a cancelled
+	// run is counted by the leading worker when it sees the cancel.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return value(t, f.reg, "jetflow_runs_started_total", "workflow", "hang") == 1
+	}, "the hang run's start was not counted")
+	if _, err := f.store.Cancel(context.Background(), hangRun, "test"); err != nil {
+		t.Fatal(err)
+	}
 
 	want := []struct {
 		name string
@@ -99,6 +108,7 @@ func TestMetricsAfterKnownRuns(t *testing.T) {
 		{"jetflow_runs_finished_total", []string{"workflow", "ok", "status", "completed"}, 1},
 		{"jetflow_runs_finished_total", []string{"workflow", "flaky", "status", "completed"}, 1},
 		{"jetflow_runs_finished_total", []string{"workflow", "perm", "status", "failed"}, 1},
+		{"jetflow_runs_finished_total", []string{"workflow", "hang", "status", "cancelled"}, 1},
 		{"jetflow_run_duration_seconds", []string{"workflow", "ok", "status", "completed"}, 1},
 		{"jetflow_steps_total", []string{"workflow", "ok", "node", "a", "outcome", "succeeded"}, 1},
 		{"jetflow_steps_total", []string{"workflow", "ok", "node", "b", "outcome", "succeeded"}, 1},

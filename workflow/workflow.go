@@ -210,6 +210,17 @@ func (w *Workflow) Roots() []*Node {
 	return roots
 }
 
+// FirstRoot returns the name of the first node, in declaration order, that needs nothing:
+// the node whose first step marks a run's start.
+func (w *Workflow) FirstRoot() string {
+	for _, n := range w.Nodes {
+		if len(n.Needs) == 0 {
+			return n.Name
+		}
+	}
+	return ""
+}
+
 // Sinks returns the names of nodes nothing needs, in declaration order.
 func (w *Workflow) Sinks() []string {
 	w.build()

@@ -120,7 +120,7 @@ func newObsEnv(t *testing.T, h httpFlags) *obsEnv {
 // start starts a run of wf and returns its ID.
 func (e *obsEnv) start(wf string) string {
 	e.t.Helper()
-	p := producer.New(e.c.js, e.c.store, producer.Config{Names: e.c.names, OnStart: e.obs.metrics.RunStarted})
+	p := producer.New(e.c.js, e.c.store, producer.Config{Names: e.c.names})
 	id, err := p.Start(context.Background(), wf, []byte(`{"who": "test"}`), producer.StartOptions{})
 	if err != nil {
 		e.t.Fatal(err)
