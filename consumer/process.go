@@ -436,6 +436,11 @@ func (s *stepRun) settled(ctx context.Context, st *checkpoint.Node) (bool, error
 	case st == nil:
 		return false, nil
 	case st.Status == checkpoint.StatusDone:
+		if s.meta.NumDelivered > 1 {
+			// Redelivered after done: the delivery that wrote done may have died before it
+			// deleted the progress.
+			s.dropProgress(ctx, st.Attempts)
+		}
 		if err := s.fanOut(ctx, st.Output); err != nil {
 			return true, err
 		}
@@ -651,7 +656,6 @@ func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, at
 	if _, err := s.w.store.PutNode(s.ops(ctx), s.env.RunID, s.env.Node, &next, rev); err != nil {
 		return err
 	}
-	s.dropProgress(ctx)
 	outcome := OutcomeSucceeded
 	if next.Fallback {
 		outcome = OutcomeFallback
@@ -660,6 +664,7 @@ func (s *stepRun) done(ctx context.Context, next checkpoint.Node, rev uint64, at
 	if s.w.at(pointDoneWritten) {
 		return errDead
 	}
+	s.dropProgress(ctx, attempt)
 	if err := s.fanOut(ctx, out); err != nil {
 		return err
 	}

@@ -66,12 +66,14 @@ func (s *stepRun) saveProgress(ctx context.Context, b []byte) error {
 	return errors.New("save progress: the progress key keeps changing (is another attempt of this step running?)")
 }
 
-// dropProgress deletes the progress of a completed node, when this attempt used any.
-func (s *stepRun) dropProgress(ctx context.Context) {
+// dropProgress deletes the progress of a completed node when there may be some: this
+// attempt used it, or an earlier attempt or delivery ran (and may have saved some). The
+// happy path, a first attempt on a first delivery that saved nothing, writes nothing.
+func (s *stepRun) dropProgress(ctx context.Context, attempt int) {
 	s.progressMu.Lock()
 	used := s.progressUsed
 	s.progressMu.Unlock()
-	if used {
+	if used || attempt > 1 || s.meta.NumDelivered > 1 {
 		_ = s.w.store.KV().Delete(ctx, s.progressKey())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -171,5 +172,64 @@ func TestResumeFromSavedProgress(t *testing.T) {
 	// The progress is gone once the node is done.
 	if _, err := f.store.KV().Get(context.Background(), workflow.ProgressKey(id, "process")); !errors.Is(err, jetstream.ErrKeyNotFound) && !errors.Is(err, jetstream.ErrKeyDeleted) {
 		t.Fatalf("progress key still there after completion: %v", err)
+	}
+}
+
+// The progress key of a completed node is deleted even when the attempt that completed it
+// never touched progress (an earlier attempt saved it), and even when the worker that wrote
+// done died before deleting it (the redelivery deletes it).
+func TestProgressDroppedWhenTheNodeCompletes(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "saver")
+	wf := workflow.New("saves")
+	wf.Node("a", "saver").WithRetry(workflow.Retry{MaxAttempts: 3, Initial: workflow.Duration(10 * time.Millisecond)})
+	f.apply(wf)
+	kv := f.store.KV()
+	progressLeft := func(id string) bool {
+		_, err := kv.Get(context.Background(), workflow.ProgressKey(id, "a"))
+		return err == nil
+	}
+	// Attempt 1 saves progress and fails; attempt 2 succeeds without reading it.
+	handler := func(ctx context.Context, s *Step) (any, error) {
+		if s.Attempt == 1 {
+			if err := s.SaveProgress(ctx, map[string]int{"next": 7}); err != nil {
+				return nil, err
+			}
+			return nil, errors.New("flaky")
+		}
+		if strings.Contains(string(s.Input), "die") {
+			if err := s.SaveProgress(ctx, map[string]int{"next": 8}); err != nil {
+				return nil, err
+			}
+		}
+		return "ok", nil
+	}
+	var died atomic.Bool
+	var nc1 *nats.Conn
+	_, nc1, _ = f.worker(Config{hook: func(point string) bool {
+		if point != pointDoneWritten || !died.CompareAndSwap(false, true) {
+			return false
+		}
+		nc1.Close() // dies after writing done, before deleting the progress
+		return true
+	}}, func(w *Worker) { w.Handle("saver", handler) })
+
+	dying := f.start("saves", `{"die": true}`)
+	natstest.Eventually(t, 20*time.Second, died.Load, "the worker never reached %s", pointDoneWritten)
+	if !progressLeft(dying) {
+		t.Fatal("the dying worker deleted the progress before the crash point")
+	}
+	f.worker(Config{}, func(w *Worker) { w.Handle("saver", handler) })
+	if end := f.waitEnd(dying, 60*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool { return !progressLeft(dying) }, "the redelivery did not delete the progress left by the crash")
+
+	quiet := f.start("saves", `{}`)
+	if end := f.waitEnd(quiet, 30*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
+	}
+	if progressLeft(quiet) {
+		t.Fatal("progress saved by attempt 1 outlived the node's completion by attempt 2")
 	}
 }
