@@ -16,6 +16,7 @@ import (
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
+	jfsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -384,5 +385,49 @@ func TestRateLimitAcrossWorkers(t *testing.T) {
 	}
 	if len(calls) != 25 || worst > 6 {
 		t.Fatalf("%d calls, busiest one-second window %d: want 25 and at most 6", len(calls), worst)
+	}
+}
+
+// TestConcurrencyCapAcrossWorkers: a node's concurrency: 2, applied to its type's consumer
+// (MaxAckPending), holds across two workers of concurrency 8: never more than two of its
+// steps in flight at once.
+func TestConcurrencyCapAcrossWorkers(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "scarce")
+	wf := workflow.New("capped")
+	wf.Node("a", "scarce")
+	wf.Nodes[0].Concurrency = 2
+	f.apply(wf)
+	if _, err := jfsetup.ApplyConcurrency(context.Background(), f.js, f.names, wf); err != nil {
+		t.Fatal(err)
+	}
+	var inFlight, worst atomic.Int32
+	for range 2 {
+		f.worker(Config{Concurrency: 8}, func(w *Worker) {
+			w.Handle("scarce", func(ctx context.Context, s *Step) (any, error) {
+				n := inFlight.Add(1)
+				defer inFlight.Add(-1)
+				for {
+					old := worst.Load()
+					if n <= old || worst.CompareAndSwap(old, n) {
+						break
+					}
+				}
+				time.Sleep(50 * time.Millisecond)
+				return nil, nil
+			})
+		})
+	}
+	var ids []string
+	for i := range 12 {
+		ids = append(ids, f.start("capped", fmt.Sprintf(`{"i":%d}`, i)))
+	}
+	for _, id := range ids {
+		if end := f.waitEnd(id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+			t.Fatalf("run %s ended %s", id, end.Status)
+		}
+	}
+	if w := worst.Load(); w > 2 || w < 1 {
+		t.Fatalf("%d steps of the capped type ran at once, want at most 2", w)
 	}
 }

@@ -260,3 +260,44 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n workflow.Name
 	}
 	return nil
 }
+
+// ApplyConcurrency gives each node type that a node of w caps with `concurrency:` that cap as
+// its consumer's MaxAckPending: the cluster-wide count of its steps in flight. It creates a
+// missing consumer (defaults otherwise) and changes nothing else of an existing one (not its
+// pause). The type is shared by every workflow that uses it: the last workflow applied with
+// a cap sets it. It reports one line per consumer it changed.
+func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Names, w *workflow.Workflow) ([]string, error) {
+	caps := map[string]int{}
+	for _, node := range w.Nodes {
+		if node.Concurrency > 0 {
+			caps[node.Type] = node.Concurrency
+		}
+	}
+	var out []string
+	for _, typ := range slices.Sorted(maps.Keys(caps)) {
+		want := caps[typ]
+		cons, err := js.Consumer(ctx, n.StepsStream(), n.Consumer(typ))
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			rep := &Report{}
+			if err := EnsureConsumer(ctx, js, n, ConsumerConfig{Type: typ, MaxAckPending: want}, false, 0, rep); err != nil {
+				return out, err
+			}
+			out = append(out, fmt.Sprintf("consumer %s: created with concurrency %d", n.Consumer(typ), want))
+			continue
+		}
+		if err != nil {
+			return out, fmt.Errorf("consumer %s: %w", n.Consumer(typ), err)
+		}
+		cc := cons.CachedInfo().Config
+		if cc.MaxAckPending == want {
+			continue
+		}
+		was := cc.MaxAckPending
+		cc.MaxAckPending = want
+		if _, err := js.UpdateConsumer(ctx, n.StepsStream(), cc); err != nil {
+			return out, fmt.Errorf("consumer %s: set concurrency %d: %w", n.Consumer(typ), want, err)
+		}
+		out = append(out, fmt.Sprintf("consumer %s: concurrency %d (was %d)", n.Consumer(typ), want, was))
+	}
+	return out, nil
+}

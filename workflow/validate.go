@@ -116,11 +116,19 @@ func (w *Workflow) Validate(opts ValidateOptions) error {
 		return &ValidationError{Problems: ps}
 	}
 	seen := make(map[string]int, len(w.Nodes))
+	capOf := map[string]int{} // node type → the first node's concurrency cap
 	for i, n := range w.Nodes {
 		at := fmt.Sprintf("$.nodes[%d]", i)
 		if n == nil {
 			add(at, "node %d is empty", i)
 			continue
+		}
+		if n.Concurrency > 0 {
+			if c, ok := capOf[n.Type]; ok && c != n.Concurrency {
+				add(at+".concurrency", "concurrency %d: another node of type %q caps it at %d (the cap is the type's, across the cluster)", n.Concurrency, n.Type, c)
+			} else {
+				capOf[n.Type] = n.Concurrency
+			}
 		}
 		switch {
 		case n.Name == "":
@@ -277,6 +285,9 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 		if r.Key != "" && !validKeyName(r.Key) {
 			add(at+".rate.key", "rate.key %q: use letters, digits and . _ - = only", r.Key)
 		}
+	}
+	if n.Concurrency < 0 || n.Concurrency > MaxConcurrency {
+		add(at+".concurrency", "concurrency %d: use 1 to %d (steps of the type in flight across the cluster)", n.Concurrency, MaxConcurrency)
 	}
 	if n.MaxCrashes < 0 || n.MaxCrashes > 15 {
 		add(at+".max_crashes", "max_crashes %d: use 1 to 15", n.MaxCrashes)

@@ -58,6 +58,7 @@ func TestValidate(t *testing.T) {
 		{name: "full retry", w: one(&Node{Name: "a", Type: "noop", Retry: &Retry{MaxAttempts: 100, Initial: Duration(time.Second), Max: Duration(time.Second), Multiplier: 100, Jitter: ptr(0.0)}})},
 		{name: "jitter one", w: one(&Node{Name: "a", Type: "noop", Retry: &Retry{Multiplier: 1, Jitter: ptr(1.0)}})},
 		{name: "max_crashes 15", w: one(&Node{Name: "a", Type: "noop", MaxCrashes: 15})},
+		{name: "concurrency", w: one(&Node{Name: "a", Type: "noop", Concurrency: 8})},
 		{name: "exec command list", w: one(&Node{Name: "a", Type: "exec", With: map[string]any{"command": []any{"echo", "hi"}, "env": map[string]any{}, "dir": "/", "permanent_exit_codes": []any{2}}})},
 		{name: "sleep", w: one(&Node{Name: "a", Type: "sleep", With: map[string]any{"duration": "1h30m"}})},
 		{name: "noop output", w: one(&Node{Name: "a", Type: "noop", With: map[string]any{"output": map[string]any{"x": 1}}})},
@@ -161,6 +162,11 @@ func TestValidate(t *testing.T) {
 			want: "$.nodes[0].max_crashes: max_crashes 16: use 1 to 15", path: "$.nodes[0].max_crashes"},
 		{name: "max_crashes negative", w: one(&Node{Name: "a", Type: "noop", MaxCrashes: -1}),
 			want: "$.nodes[0].max_crashes: max_crashes -1: use 1 to 15", path: "$.nodes[0].max_crashes"},
+		{name: "concurrency negative", w: one(&Node{Name: "a", Type: "noop", Concurrency: -1}),
+			want: "$.nodes[0].concurrency: concurrency -1: use 1 to 100000 (steps of the type in flight across the cluster)", path: "$.nodes[0].concurrency"},
+		{name: "two caps for one type", w: &Workflow{Name: "w", Nodes: []*Node{
+			{Name: "a", Type: "noop", Concurrency: 3}, {Name: "b", Type: "noop", Concurrency: 4, Needs: []string{"a"}}}},
+			want: `$.nodes[1].concurrency: concurrency 4: another node of type "noop" caps it at 3 (the cap is the type's, across the cluster)`, path: "$.nodes[1].concurrency"},
 
 		{name: "exec unknown with key", w: one(&Node{Name: "a", Type: "exec", With: map[string]any{"command": "true", "cmd": "x"}}),
 			want: `$.nodes[0].with.cmd: exec node "a": unknown setting "cmd" under with (allowed: command, env, dir, permanent_exit_codes)`, path: "$.nodes[0].with.cmd"},

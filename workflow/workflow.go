@@ -25,6 +25,8 @@ const (
 	MaxAttemptsLimit = 100
 	// MaxNodes is the largest number of nodes in one workflow.
 	MaxNodes = 10000
+	// MaxConcurrency is the largest node concurrency cap validation accepts.
+	MaxConcurrency = 100000
 )
 
 // Workflow is a DAG of nodes. Build one with New and Node, or parse one with Parse.
@@ -66,6 +68,10 @@ type Node struct {
 	Fallback Fallback `json:"fallback,omitempty"`
 	// Rate limits calls cluster-wide.
 	Rate *Rate `json:"rate,omitempty"`
+	// Concurrency caps the steps of the node's type in flight across the cluster: applying
+	// the workflow sets it as the type's consumer MaxAckPending (the type is shared, so the
+	// last workflow applied with a cap sets it). Zero leaves the consumer as it is.
+	Concurrency int `json:"concurrency,omitempty"`
 }
 
 // Breaker configures a node's circuit breaker. Zero fields take the defaults.

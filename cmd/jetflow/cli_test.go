@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -368,4 +370,51 @@ func getRun(t testing.TB, e *testEnv, id string) *runView {
 		t.Fatalf("runs get %s --json: %v\n%s", id, err, r.stdout)
 	}
 	return &v
+}
+
+// A node's concurrency: becomes its type's consumer MaxAckPending when the workflow is
+// applied; a missing consumer is created with it; nothing else of the consumer changes.
+func TestWorkflowConcurrencyCapsTheType(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	def := filepath.Join(t.TempDir(), "capped.yaml")
+	if err := os.WriteFile(def, []byte(`name: capped
+nodes:
+  - name: a
+    type: exec
+    concurrency: 3
+    with: {command: "echo 1"}
+  - name: b
+    type: scarce
+    needs: [a]
+    concurrency: 2
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := e.cli("workflows", "apply", def)
+	if r.code != 0 {
+		t.Fatalf("workflows apply: %s", r)
+	}
+	for _, want := range []string{"consumer " + e.prefix + "-exec: concurrency 3 (was 1000)", "consumer " + e.prefix + "-scarce: created with concurrency 2"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("apply did not say %q:\n%s", want, r.stderr)
+		}
+	}
+	_, js := e.srv.Connect(t)
+	names := workflow.MustNames(e.prefix)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for typ, want := range map[string]int{"exec": 3, "scarce": 2} {
+		cons, err := js.Consumer(ctx, names.StepsStream(), names.Consumer(typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cons.CachedInfo().Config; c.MaxAckPending != want || c.AckWait != 30*time.Second {
+			t.Errorf("consumer %s: MaxAckPending %d, AckWait %s; want %d, 30s", typ, c.MaxAckPending, c.AckWait, want)
+		}
+	}
+	// Applying it again changes nothing, and says nothing.
+	if r := e.cli("workflows", "apply", def); r.code != 0 || strings.Contains(r.stderr, "concurrency") {
+		t.Errorf("second apply: %s", r)
+	}
 }

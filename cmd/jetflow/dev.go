@@ -94,8 +94,8 @@ func (a *app) devCmd() *cobra.Command {
 					return err
 				}
 				for _, w := range wfs {
-					if _, _, err := store.ApplyWorkflow(ctx, w); err != nil {
-						return failedErr(err)
+					if _, _, err := a.applyWorkflow(ctx, c, w); err != nil {
+						return err
 					}
 					applied = append(applied, w.Name)
 				}

@@ -120,8 +120,8 @@ func (a *app) applyDir(ctx context.Context, c *conn, dir string) error {
 		return err
 	}
 	for _, w := range wfs {
-		if _, _, err := c.store.ApplyWorkflow(ctx, w); err != nil {
-			return failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+		if _, _, err := a.applyWorkflow(ctx, c, w); err != nil {
+			return err
 		}
 		fmt.Fprintf(a.stderr, "workflow %s applied from %s\n", w.Name, dir)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -32,9 +34,9 @@ func (a *app) workflowsCmd() *cobra.Command {
 				}
 				defer c.Close()
 				for _, w := range wfs {
-					hash, changed, err := c.store.ApplyWorkflow(cmd.Context(), w)
+					hash, changed, err := a.applyWorkflow(cmd.Context(), c, w)
 					if err != nil {
-						return failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+						return err
 					}
 					what := "unchanged"
 					if changed {
@@ -190,4 +192,21 @@ func mermaid(w *workflow.Workflow) string {
 		}
 	}
 	return b.String()
+}
+
+// applyWorkflow stores a definition and applies its nodes' concurrency caps to their types'
+// consumers, saying on stderr what it changed there.
+func (a *app) applyWorkflow(ctx context.Context, c *conn, w *workflow.Workflow) (string, bool, error) {
+	hash, changed, err := c.store.ApplyWorkflow(ctx, w)
+	if err != nil {
+		return "", false, failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+	}
+	lines, err := setup.ApplyConcurrency(ctx, c.js, c.names, w)
+	for _, l := range lines {
+		fmt.Fprintf(a.stderr, "%s (workflow %s)\n", l, w.Name)
+	}
+	if err != nil {
+		return "", false, failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+	}
+	return hash, changed, nil
 }
