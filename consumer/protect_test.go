@@ -398,7 +398,7 @@ func TestConcurrencyCapAcrossWorkers(t *testing.T) {
 	wf.Node("a", "scarce")
 	wf.Nodes[0].Concurrency = 2
 	f.apply(wf)
-	if _, err := jfsetup.ApplyConcurrency(context.Background(), f.js, f.names, wf); err != nil {
+	if _, err := jfsetup.ApplyConcurrency(context.Background(), f.js, f.names, wf, true); err != nil {
 		t.Fatal(err)
 	}
 	var inFlight, worst atomic.Int32

@@ -265,8 +265,10 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n workflow.Name
 // its consumer's MaxAckPending: the cluster-wide count of its steps in flight. It creates a
 // missing consumer (defaults otherwise) and changes nothing else of an existing one (not its
 // pause). The type is shared by every workflow that uses it: the last workflow applied with
-// a cap sets it. It reports one line per consumer it changed.
-func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Names, w *workflow.Workflow) ([]string, error) {
+// a cap sets it. It reports one line per consumer it changed. With update false (a worker,
+// which never changes a consumer it finds) it only creates missing consumers, and reports a
+// cap that differs instead of setting it.
+func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Names, w *workflow.Workflow, update bool) ([]string, error) {
 	caps := map[string]int{}
 	for _, node := range w.Nodes {
 		if node.Concurrency > 0 {
@@ -293,6 +295,10 @@ func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Na
 			continue
 		}
 		was := cc.MaxAckPending
+		if !update {
+			out = append(out, fmt.Sprintf("consumer %s: concurrency %d, the workflow asks for %d (a worker changes no consumer: run `jetflow workflows apply`)", n.Consumer(typ), was, want))
+			continue
+		}
 		cc.MaxAckPending = want
 		if _, err := js.UpdateConsumer(ctx, n.StepsStream(), cc); err != nil {
 			return out, fmt.Errorf("consumer %s: set concurrency %d: %w", n.Consumer(typ), want, err)

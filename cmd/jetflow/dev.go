@@ -94,7 +94,7 @@ func (a *app) devCmd() *cobra.Command {
 					return err
 				}
 				for _, w := range wfs {
-					if _, _, err := a.applyWorkflow(ctx, c, w); err != nil {
+					if _, _, err := a.applyWorkflow(ctx, c, w, true); err != nil {
 						return err
 					}
 					applied = append(applied, w.Name)

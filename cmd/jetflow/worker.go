@@ -120,7 +120,7 @@ func (a *app) applyDir(ctx context.Context, c *conn, dir string) error {
 		return err
 	}
 	for _, w := range wfs {
-		if _, _, err := a.applyWorkflow(ctx, c, w); err != nil {
+		if _, _, err := a.applyWorkflow(ctx, c, w, false); err != nil {
 			return err
 		}
 		fmt.Fprintf(a.stderr, "workflow %s applied from %s\n", w.Name, dir)

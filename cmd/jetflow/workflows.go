@@ -34,7 +34,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 				}
 				defer c.Close()
 				for _, w := range wfs {
-					hash, changed, err := a.applyWorkflow(cmd.Context(), c, w)
+					hash, changed, err := a.applyWorkflow(cmd.Context(), c, w, true)
 					if err != nil {
 						return err
 					}
@@ -195,13 +195,14 @@ func mermaid(w *workflow.Workflow) string {
 }
 
 // applyWorkflow stores a definition and applies its nodes' concurrency caps to their types'
-// consumers, saying on stderr what it changed there.
-func (a *app) applyWorkflow(ctx context.Context, c *conn, w *workflow.Workflow) (string, bool, error) {
+// consumers, saying on stderr what it changed there. A worker passes update false: it creates
+// missing consumers but changes none it finds (DESIGN.md), and says where a cap differs.
+func (a *app) applyWorkflow(ctx context.Context, c *conn, w *workflow.Workflow, update bool) (string, bool, error) {
 	hash, changed, err := c.store.ApplyWorkflow(ctx, w)
 	if err != nil {
 		return "", false, failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
 	}
-	lines, err := setup.ApplyConcurrency(ctx, c.js, c.names, w)
+	lines, err := setup.ApplyConcurrency(ctx, c.js, c.names, w, update)
 	for _, l := range lines {
 		fmt.Fprintf(a.stderr, "%s (workflow %s)\n", l, w.Name)
 	}
