@@ -15,11 +15,6 @@ import (
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
-// HeaderDeliveries is the DLQ header the sweeper adds: how many times the server delivered
-// the step before giving up (its MaxDeliver). DESIGN.md's Jetflow-Attempts stays the node's
-// attempts (handler runs that ended in an error), which a crash loop does not raise.
-const HeaderDeliveries = "Jetflow-Deliveries"
-
 // Failure says why a step goes to the DLQ.
 type Failure struct {
 	// Workflow and Node name the step; empty for a malformed message.
@@ -33,7 +28,7 @@ type Failure struct {
 	// Attempts the node used (handler runs that ended in an error).
 	Attempts int
 	// Deliveries, when not zero, is how many times the step was delivered (the sweeper's
-	// MaxDeliver count), kept in the HeaderDeliveries header.
+	// MaxDeliver count), kept in the workflow.HeaderDeliveries header.
 	Deliveries uint64
 	// Worker that moved it.
 	Worker string
@@ -69,7 +64,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	msg.Header.Set(workflow.HeaderError, workflow.OneLine(f.Error, workflow.MaxErrorHeaderBytes))
 	msg.Header.Set(workflow.HeaderAttempts, strconv.Itoa(f.Attempts))
 	if f.Deliveries > 0 {
-		msg.Header.Set(HeaderDeliveries, strconv.FormatUint(f.Deliveries, 10))
+		msg.Header.Set(workflow.HeaderDeliveries, strconv.FormatUint(f.Deliveries, 10))
 	}
 	msg.Header.Set(workflow.HeaderOriginalSubject, workflow.OneLine(f.Subject, 500))
 	msg.Header.Set(workflow.HeaderFailedAt, at.UTC().Format(time.RFC3339))
@@ -89,7 +84,7 @@ type Entry struct {
 	RunID           string    `json:"run_id"`
 	Reason          string    `json:"reason"`
 	Attempts        int       `json:"attempts"`
-	Deliveries      int       `json:"deliveries,omitempty"` // HeaderDeliveries; 0 unless the sweeper moved it
+	Deliveries      int       `json:"deliveries,omitempty"` // workflow.HeaderDeliveries; 0 unless the sweeper moved it
 	Error           string    `json:"error"`
 	FailedAt        time.Time `json:"failed_at"`
 	Worker          string    `json:"worker,omitempty"`
@@ -246,7 +241,7 @@ func FromMsg(seq uint64, h nats.Header, body []byte) *Entry {
 		header:          h,
 	}
 	e.Attempts, _ = strconv.Atoi(h.Get(workflow.HeaderAttempts))
-	e.Deliveries, _ = strconv.Atoi(h.Get(HeaderDeliveries))
+	e.Deliveries, _ = strconv.Atoi(h.Get(workflow.HeaderDeliveries))
 	e.FailedAt, _ = time.Parse(time.RFC3339, h.Get(workflow.HeaderFailedAt))
 	if env, err := workflow.DecodeEnvelope(body); err == nil {
 		e.Workflow = env.Workflow

@@ -15,17 +15,21 @@ const EnvelopeVersion = 1
 
 // Header names used on step and DLQ messages.
 const (
-	HeaderMsgID            = "Nats-Msg-Id"
-	HeaderSchedule         = "Nats-Schedule"
-	HeaderScheduleTarget   = "Nats-Schedule-Target"
-	HeaderRun              = "Jetflow-Run"
-	HeaderNode             = "Jetflow-Node"
-	HeaderReason           = "Jetflow-Reason"
-	HeaderError            = "Jetflow-Error"
-	HeaderAttempts         = "Jetflow-Attempts"
-	HeaderOriginalSubject  = "Jetflow-Original-Subject"
-	HeaderFailedAt         = "Jetflow-Failed-At"
-	HeaderWorker           = "Jetflow-Worker"
+	HeaderMsgID           = "Nats-Msg-Id"
+	HeaderSchedule        = "Nats-Schedule"
+	HeaderScheduleTarget  = "Nats-Schedule-Target"
+	HeaderRun             = "Jetflow-Run"
+	HeaderNode            = "Jetflow-Node"
+	HeaderReason          = "Jetflow-Reason"
+	HeaderError           = "Jetflow-Error"
+	HeaderAttempts        = "Jetflow-Attempts"
+	HeaderOriginalSubject = "Jetflow-Original-Subject"
+	HeaderFailedAt        = "Jetflow-Failed-At"
+	HeaderWorker          = "Jetflow-Worker"
+	// HeaderDeliveries is the DLQ header the MaxDeliver sweeper adds: how many times the
+	// server delivered the step before giving up. Jetflow-Attempts stays the node's attempts
+	// (handler runs that ended in an error), which a crash loop does not raise.
+	HeaderDeliveries       = "Jetflow-Deliveries"
 	HeaderTraceparent      = "traceparent"
 	MaxErrorHeaderBytes    = 4096
 	DispatchFirst          = "d"

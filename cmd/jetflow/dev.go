@@ -27,6 +27,7 @@ func (a *app) devCmd() *cobra.Command {
 	var (
 		dataDir, workflowsDir string
 		port, concurrency     int
+		retention             time.Duration
 		hf                    httpFlags
 	)
 	cmd := &cobra.Command{
@@ -39,6 +40,12 @@ func (a *app) devCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := hf.health.validate(); err != nil {
 				return err
+			}
+			if concurrency < 1 {
+				return usageErr(errors.New("--concurrency must be at least 1"))
+			}
+			if retention <= 0 {
+				return usageErr(errors.New("--retention must be positive"))
 			}
 			ctx := cmd.Context()
 			names, err := a.names()
@@ -126,7 +133,7 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
 			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
-			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second}, o)
+			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second, Retention: retention}, o)
 			fmt.Fprintln(a.stdout, "Stopped.")
 			if err != nil && !errors.Is(err, ctx.Err()) {
 				return err
@@ -139,6 +146,7 @@ func (a *app) devCmd() *cobra.Command {
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory (default ./examples when present)")
 	f.IntVar(&port, "port", 0, "NATS port (default 4222, or a free one if 4222 is taken)")
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
+	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
 	hf.register(cmd, metrics.DefaultAddr)
 	return cmd
 }
