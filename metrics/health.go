@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -49,6 +50,22 @@ func (s Status) String() string {
 
 // MarshalText writes the status as its name.
 func (s Status) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a status written by MarshalText, so clients of /api/health can decode
+// it into a HealthView.
+func (s *Status) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "healthy":
+		*s = Healthy
+	case "degraded":
+		*s = Degraded
+	case "unhealthy":
+		*s = Unhealthy
+	default:
+		return fmt.Errorf("health status %q: want healthy, degraded or unhealthy", b)
+	}
+	return nil
+}
 
 // Defaults of HealthConfig.
 const (

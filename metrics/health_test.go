@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -287,5 +288,23 @@ func TestWindowAddAllocatesNothing(t *testing.T) {
 	now := t0
 	if allocs := testing.AllocsPerRun(100, func() { w.add(now, true, time.Second) }); allocs != 0 {
 		t.Errorf("window.add allocates %v times", allocs)
+	}
+}
+
+// A health view written to JSON (as /api/health serves it) reads back into a HealthView.
+func TestHealthStatusRoundTrip(t *testing.T) {
+	for _, st := range []Status{Healthy, Degraded, Unhealthy} {
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back Status
+		if err := json.Unmarshal(b, &back); err != nil || back != st {
+			t.Errorf("%s → %s → %v (%v)", st, b, back, err)
+		}
+	}
+	var s Status
+	if err := json.Unmarshal([]byte(`"sick"`), &s); err == nil {
+		t.Error(`"sick" was read as a status`)
 	}
 }
