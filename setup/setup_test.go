@@ -43,6 +43,14 @@ func TestSetupIsIdempotentAndKeepsPauses(t *testing.T) {
 	if sc.Retention != jetstream.WorkQueuePolicy || !sc.AllowMsgSchedules || sc.MaxMsgs > 0 || sc.MaxBytes > 0 || sc.MaxAge != 0 || sc.Duplicates != 10*time.Minute {
 		t.Fatalf("steps stream config %+v", sc)
 	}
+	// DLQ entries are kept 30 days.
+	dlqStream, err := js.Stream(ctx, names.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := dlqStream.CachedInfo().Config.MaxAge; got != 30*24*time.Hour {
+		t.Fatalf("DLQ stream MaxAge %s, want 30 days", got)
+	}
 	// A paused consumer stays paused through a second setup.
 	until := time.Now().Add(time.Hour)
 	if _, err := js.PauseConsumer(ctx, names.StepsStream(), names.Consumer("summarize"), until); err != nil {
