@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
@@ -58,6 +60,84 @@ func (a *flakyAPI) between(from, to time.Time) int {
 	return n
 }
 
+// protectedEnv is a NATS server set up for jetflow, the workflow def applied, and two
+// workers with the built-in node types and default settings.
+type protectedEnv struct {
+	js    jetstream.JetStream
+	names workflow.Names
+	store *checkpoint.Store
+	prod  *producer.Producer
+}
+
+func newProtectedEnv(t *testing.T, def string) *protectedEnv {
+	t.Helper()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", 30*time.Second)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	store, err := checkpoint.Open(ctx, js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf, err := workflow.Parse("def.yaml", []byte(def), workflow.ValidateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"w1", "w2"} {
+		w, err := consumer.New(js, store, consumer.Config{Names: names, ID: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes.Register(w)
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- w.Run(wctx) }()
+		t.Cleanup(func() { stop(); <-done })
+	}
+	return &protectedEnv{js: js, names: names, store: store, prod: producer.New(js, store, producer.Config{Names: names})}
+}
+
+func (e *protectedEnv) start(t *testing.T, wf string, input any) string {
+	t.Helper()
+	b, _ := json.Marshal(input)
+	id, err := e.prod.Start(context.Background(), wf, b, producer.StartOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func (e *protectedEnv) wait(t *testing.T, id string, within time.Duration) *checkpoint.End {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	end, err := e.store.WaitEnd(ctx, id)
+	if err != nil {
+		t.Fatalf("run %s: %v", id, err)
+	}
+	return end
+}
+
+// trip reads the shared trip of a breaker key, with when it was written.
+func (e *protectedEnv) trip(key string) (*breaker.Trip, time.Time) {
+	kv, err := e.js.KeyValue(context.Background(), e.names.BreakersBucket())
+	if err != nil {
+		return nil, time.Time{}
+	}
+	entry, err := kv.Get(context.Background(), breaker.BucketKey(key))
+	if err != nil {
+		return nil, time.Time{}
+	}
+	var t breaker.Trip
+	if json.Unmarshal(entry.Value(), &t) != nil {
+		return nil, time.Time{}
+	}
+	return &t, entry.Created()
+}
+
 // TestOutageOnDefaultSettings: an http node with no retry or breaker settings at all, two
 // workers, the default ack wait, and a dependency that fails every call for 30 seconds.
 // The first run meets the outage alone (its attempts spread over both workers: the
@@ -72,55 +152,17 @@ func TestOutageOnDefaultSettings(t *testing.T) {
 	t.Parallel()
 	api := newFlakyAPI(t)
 	u, _ := url.Parse(api.URL)
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", 30*time.Second)
-	_, js := srv.Connect(t)
-	ctx := context.Background()
-	store, err := checkpoint.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wf, err := workflow.Parse("outage.yaml", []byte(`name: outage
+	e := newProtectedEnv(t, `name: outage
 nodes:
   - name: call
     type: http
     with: {method: GET, url: "${{ input.url }}"}
-`), workflow.ValidateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 2 {
-		w, err := consumer.New(js, store, consumer.Config{Names: names, ID: []string{"w1", "w2"}[i]})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nodes.Register(w)
-		wctx, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- w.Run(wctx) }()
-		t.Cleanup(func() { stop(); <-done })
-	}
-	p := producer.New(js, store, producer.Config{Names: names})
-	input, _ := json.Marshal(map[string]string{"url": api.URL})
-	start := func() string {
-		id, err := p.Start(ctx, "outage", input, producer.StartOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return id
-	}
-	wait := func(id string, within time.Duration) *checkpoint.End {
-		tctx, cancel := context.WithTimeout(ctx, within)
-		defer cancel()
-		end, err := store.WaitEnd(tctx, id)
-		if err != nil {
-			t.Fatalf("run %s: %v", id, err)
-		}
-		return end
-	}
+`)
+	ctx := context.Background()
+	input := map[string]string{"url": api.URL}
+	start := func() string { return e.start(t, "outage", input) }
+	wait := func(id string, within time.Duration) *checkpoint.End { return e.wait(t, id, within) }
+	store, js, names := e.store, e.js, e.names
 
 	// Healthy: a run completes.
 	if end := wait(start(), 30*time.Second); end.Status != checkpoint.EndCompleted {
@@ -132,18 +174,14 @@ nodes:
 	outageEnds := time.Now().Add(30 * time.Second)
 	time.AfterFunc(time.Until(outageEnds), func() { api.status.Store(http.StatusOK) })
 	ids := []string{start()}
-	bkv, err := js.KeyValue(ctx, names.BreakersBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
 	var trip breaker.Trip
 	var trippedAt time.Time
 	natstest.Eventually(t, 40*time.Second, func() bool {
-		e, err := bkv.Get(ctx, breaker.BucketKey(u.Host))
-		if err != nil || json.Unmarshal(e.Value(), &trip) != nil {
+		tr, at := e.trip(u.Host)
+		if tr == nil {
 			return false
 		}
-		trippedAt = e.Created()
+		trip, trippedAt = *tr, at
 		return true
 	}, "the breaker of %s never opened", u.Host)
 	for range 5 {
@@ -186,4 +224,69 @@ nodes:
 	}
 	t.Logf("tripped %s after the outage began; open until %s; %d calls in all",
 		trippedAt.Sub(outageEnds.Add(-30*time.Second)).Round(time.Millisecond), trip.OpenUntil.Format(time.StampMilli), len(api.calls))
+}
+
+// TestRetryAfterHTTPDateIsClusterWide: an http node's 429 with Retry-After as an HTTP date
+// closes the URL's host to both workers until that date; then the runs complete.
+func TestRetryAfterHTTPDateIsClusterWide(t *testing.T) {
+	t.Parallel()
+	var (
+		mu    sync.Mutex
+		calls []time.Time
+		until time.Time // 429 before it, with Retry-After: until as an HTTP date
+	)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		calls = append(calls, now)
+		if until.IsZero() {
+			// HTTP dates have whole seconds: 3 to 4 seconds from now.
+			until = now.Add(4 * time.Second).Truncate(time.Second)
+		}
+		if now.Before(until) {
+			w.Header().Set("Retry-After", until.UTC().Format(http.TimeFormat))
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"ok": true}`))
+	}))
+	defer api.Close()
+	u, _ := url.Parse(api.URL)
+	e := newProtectedEnv(t, `name: polite
+nodes:
+  - name: call
+    type: http
+    with: {method: GET, url: "${{ input.url }}"}
+`)
+	first := e.start(t, "polite", map[string]any{"url": api.URL, "i": 0})
+	var cool *breaker.Trip
+	natstest.Eventually(t, 20*time.Second, func() bool { cool, _ = e.trip(u.Host); return cool != nil }, "no cool-down was set for %s", u.Host)
+	mu.Lock()
+	want := until
+	mu.Unlock()
+	if cool.Reason != "retry-after" || cool.OpenUntil.Sub(want).Abs() > time.Second {
+		t.Fatalf("trip %+v, want a retry-after cool-down until %s", cool, want.Format(time.StampMilli))
+	}
+	ids := []string{first}
+	for i := 1; i <= 4; i++ {
+		ids = append(ids, e.start(t, "polite", map[string]any{"url": api.URL, "i": i}))
+	}
+	for _, id := range ids {
+		if end := e.wait(t, id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+			t.Fatalf("run %s ended %s (%s)", id, end.Status, end.Reason)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	early := 0
+	for _, c := range calls[1:] {
+		if c.Before(cool.OpenUntil) {
+			early++
+		}
+	}
+	if early != 0 {
+		t.Fatalf("%d calls reached %s before the Retry-After date %s", early, u.Host, cool.OpenUntil.Format(time.StampMilli))
+	}
 }
