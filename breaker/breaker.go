@@ -374,13 +374,8 @@ func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
 			s.mu.Unlock()
 			return
 		}
-		b, _ := json.Marshal(c)
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, ck, b)
-		} else {
-			_, err = s.kv.Update(ctx, ck, b, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		conflict, err := s.put(ctx, ck, c, rev)
+		if conflict {
 			continue
 		}
 		if err != nil {
@@ -473,13 +468,8 @@ func (s *Set) trip(ctx context.Context, bk string, st Settings, reason string, d
 			}
 			rev = e.Revision()
 		}
-		b, _ := json.Marshal(t)
-		if rev == 0 {
-			_, err = s.kv.Create(ctx, bk, b)
-		} else {
-			_, err = s.kv.Update(ctx, bk, b, rev)
-		}
-		if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		conflict, err := s.put(ctx, bk, t, rev)
+		if conflict {
 			continue
 		}
 		if err != nil {
@@ -616,3 +606,21 @@ func (s *Set) Open() []Trip {
 // Tripped reports whether any key is open or half-open now, as this worker sees it: one
 // atomic load, so a step with no breaker of its own skips the check while nothing is.
 func (s *Set) Tripped() bool { return s.ntrips.Load() > 0 }
+
+// put creates key (rev 0) or updates it at rev with v as JSON; conflict says another writer
+// got there first (read again and retry).
+func (s *Set) put(ctx context.Context, key string, v any, rev uint64) (conflict bool, err error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return false, err
+	}
+	if rev == 0 {
+		_, err = s.kv.Create(ctx, key, b)
+	} else {
+		_, err = s.kv.Update(ctx, key, b, rev)
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return true, nil
+	}
+	return false, err
+}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/jetflow-dev/jetflow/internal/natstest"
@@ -68,15 +69,8 @@ func TestLimitsShareBetweenWorkers(t *testing.T) {
 // key again, its success closes it everywhere.
 func TestTripIsSharedAndProbedOnce(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", time.Second)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	kv, err := js.KeyValue(ctx, names.BreakersBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	kv := bucket(t)
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
@@ -84,13 +78,7 @@ func TestTripIsSharedAndProbedOnce(t *testing.T) {
 	var trips []string
 	a := New(kv, "a", Options{Clock: clock, OnTrip: func(st Settings, _ time.Time) { mu.Lock(); trips = append(trips, st.Key); mu.Unlock() }})
 	b := New(kv, "b", Options{Clock: clock})
-	var wg sync.WaitGroup
-	for _, s := range []*Set{a, b} {
-		wg.Go(func() { _ = s.Run(ctx) })
-		<-s.Ready()
-	}
-	defer wg.Wait()
-	defer cancel()
+	run(t, a, b)
 	st := Settings{Key: "dep", ConsecutiveFailures: 2, OpenFor: time.Minute}
 	for range 2 {
 		tk, wait, err := a.Allow(ctx, st)
@@ -139,23 +127,10 @@ func TestTripIsSharedAndProbedOnce(t *testing.T) {
 // A success anywhere ends the streak.
 func TestFailuresAddUpAcrossWorkers(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", time.Second)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	kv, err := js.KeyValue(ctx, names.BreakersBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	kv := bucket(t)
 	a, b := New(kv, "a", Options{}), New(kv, "b", Options{})
-	var wg sync.WaitGroup
-	for _, s := range []*Set{a, b} {
-		wg.Go(func() { _ = s.Run(ctx) })
-		<-s.Ready()
-	}
-	defer wg.Wait()
-	defer cancel()
+	run(t, a, b)
 	st := Settings{Key: "dep", ConsecutiveFailures: 4, OpenFor: time.Minute}
 	call := func(s *Set, err error) {
 		t.Helper()
@@ -202,21 +177,10 @@ func TestFailuresAddUpAcrossWorkers(t *testing.T) {
 // until a cool-down trips it; then it waits like any key, and probes after it.
 func TestCoolDownOnlyKeys(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", time.Second)
-	_, js := srv.Connect(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	kv, err := js.KeyValue(ctx, names.BreakersBucket())
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx := t.Context()
+	kv := bucket(t)
 	s := New(kv, "a", Options{})
-	var wg sync.WaitGroup
-	wg.Go(func() { _ = s.Run(ctx) })
-	defer wg.Wait()
-	defer cancel()
-	<-s.Ready()
+	run(t, s)
 	st := Settings{Key: "wf.node", CoolDownOnly: true}
 	for range 10 {
 		tk, wait, err := s.Allow(ctx, st)
@@ -247,4 +211,29 @@ func TestCoolDownOnlyKeys(t *testing.T) {
 		return true
 	}, "no probe after the cool-down")
 	natstest.Eventually(t, 5*time.Second, func() bool { return !s.Tripped() }, "a successful probe did not close the key")
+}
+
+// bucket starts a server set up for jetflow and returns its breakers bucket.
+func bucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", time.Second)
+	_, js := srv.Connect(t)
+	kv, err := js.KeyValue(t.Context(), names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// run runs each Set until the test ends, once it has read the bucket.
+func run(t *testing.T, sets ...*Set) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, s := range sets {
+		wg.Go(func() { _ = s.Run(ctx) })
+		<-s.Ready()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
 }
