@@ -23,9 +23,7 @@ func TestReplayKilledAtEachGap(t *testing.T) {
 			t.Parallel()
 			p := setupPay(t)
 			ctx := context.Background()
-			run := p.start("pay", `{"amount": 5}`)
-			p.waitEnd(run, checkpoint.EndFailed)
-			e := p.entries(1)[0]
+			run, e := p.failedRun()
 			p.fixed.Store(true)
 
 			stop := func(at string) bool { return at == point }
@@ -72,9 +70,7 @@ func TestReplayKilledThenNodeDiedAgain(t *testing.T) {
 	t.Parallel()
 	p := setupPay(t)
 	ctx := context.Background()
-	run := p.start("pay", `{"amount": 5}`)
-	p.waitEnd(run, checkpoint.EndFailed)
-	first := p.entries(1)[0]
+	run, first := p.failedRun()
 
 	stop := func(at string) bool { return at == dlq.PointReplayPublished }
 	if _, err := dlq.Replay(ctx, p.js, p.store, p.names, first.ID, dlq.WithHook(dlq.ReplayOptions{}, stop)); !errors.Is(err, dlq.ErrStopped) {

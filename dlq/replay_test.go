@@ -57,13 +57,20 @@ func setupPay(t *testing.T) *payFixture {
 	return p
 }
 
+// failedRun starts a pay run whose charge fails, waits for the run to fail, and returns the
+// run and its one DLQ entry.
+func (p *payFixture) failedRun() (string, *dlq.Entry) {
+	p.t.Helper()
+	run := p.start("pay", `{"amount": 5}`)
+	p.waitEnd(run, checkpoint.EndFailed)
+	return run, p.entries(1)[0]
+}
+
 func TestReplayRunsTheStepAgain(t *testing.T) {
 	t.Parallel()
 	p := setupPay(t)
 	ctx := context.Background()
-	run := p.start("pay", `{"amount": 5}`)
-	p.waitEnd(run, checkpoint.EndFailed)
-	e := p.entries(1)[0]
+	run, e := p.failedRun()
 
 	// Show: the full error from the node state, the input, the run.
 	d, err := dlq.Show(ctx, p.js, p.names, e.ID)
@@ -122,9 +129,7 @@ func TestReplayConcurrentRunsOnce(t *testing.T) {
 	t.Parallel()
 	p := setupPay(t)
 	ctx := context.Background()
-	run := p.start("pay", `{"amount": 5}`)
-	p.waitEnd(run, checkpoint.EndFailed)
-	e := p.entries(1)[0]
+	run, e := p.failedRun()
 	p.fixed.Store(true)
 
 	var wg sync.WaitGroup
