@@ -93,6 +93,7 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 	signed("sched", n.Sched)
 	raw("input", n.Input)
 	num("edited_from", n.EditedFrom)
+	num("replayed_from", n.ReplayedFrom)
 	str("reason", n.Reason, false)
 	num("dlq_seq", n.DLQSeq)
 	b = append(b, '}')

@@ -52,6 +52,9 @@ type Node struct {
 	Input json.RawMessage `json:"input,omitempty"`
 	// EditedFrom names the DLQ entry whose replay edited the input.
 	EditedFrom uint64 `json:"edited_from,omitempty"`
+	// ReplayedFrom names the DLQ entry the node's last replay came from: a replay of it that
+	// was interrupted before deleting it only has the delete left, whatever the node did since.
+	ReplayedFrom uint64 `json:"replayed_from,omitempty"`
 	// Reason is the one-line reason a dead node went to the DLQ.
 	Reason string `json:"reason,omitempty"`
 	// DLQSeq is the DLQ entry a dead node is kept in.

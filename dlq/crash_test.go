@@ -3,10 +3,13 @@ package dlq_test
 import (
 	"context"
 	"errors"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -102,5 +105,58 @@ func TestReplayKilledThenNodeDiedAgain(t *testing.T) {
 	p.waitEnd(run, checkpoint.EndCompleted)
 	if n := p.calls.get(run, "charge"); n != 3 {
 		t.Errorf("charge ran %d times, want 3", n)
+	}
+}
+
+// TestReplayKilledThenStepMovedOn: a replay stopped after its publish, whose step then failed
+// once more and waits in a message schedule (dispatch s<n>, no longer the replay's), is
+// finished by running it again: the node records which entry it was replayed from, so the
+// rerun deletes the entry instead of refusing it as "not dead".
+func TestReplayKilledThenStepMovedOn(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "slowpay")
+	wf := workflow.New("slow")
+	// A 2 s backoff is over half the fixture's 2 s ack wait: the retry takes the schedule path.
+	wf.Node("charge", "slowpay").WithRetry(workflow.Retry{MaxAttempts: 3, Initial: workflow.Duration(2 * time.Second), Jitter: new(float64)})
+	f.apply(wf)
+	var fixed atomic.Bool
+	var c calls
+	f.worker(func(w *consumer.Worker) {
+		w.Handle("slowpay", func(ctx context.Context, s *consumer.Step) (any, error) {
+			c.add(s)
+			switch {
+			case !fixed.Load():
+				return nil, consumer.Permanent(errors.New("card declined"))
+			case s.Attempt == 1:
+				return nil, errors.New("gateway timeout") // retried after 2 s
+			}
+			return "charged", nil
+		})
+	})
+	ctx := context.Background()
+	run := f.start("slow", `{}`)
+	f.waitEnd(run, checkpoint.EndFailed)
+	e := f.entries(1)[0]
+	fixed.Store(true)
+
+	stop := func(at string) bool { return at == dlq.PointReplayPublished }
+	if _, err := dlq.Replay(ctx, f.js, f.store, f.names, e.ID, dlq.WithHook(dlq.ReplayOptions{}, stop)); !errors.Is(err, dlq.ErrStopped) {
+		t.Fatalf("replay: %v", err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		st := f.node(run, "charge")
+		return st != nil && strings.HasPrefix(st.Dispatch, "s")
+	}, "the replayed step did not move to a scheduled retry")
+
+	res, err := dlq.Replay(ctx, f.js, f.store, f.names, e.ID, dlq.ReplayOptions{})
+	if err != nil || res.Status != dlq.StatusAlreadyReplayed {
+		t.Fatalf("replay of the entry again: %+v, %v", res, err)
+	}
+	if entries, err := dlq.List(ctx, f.js, f.names, dlq.Filter{}); err != nil || len(entries) != 0 {
+		t.Fatalf("DLQ after the rerun: %d entries (%v), want 0", len(entries), err)
+	}
+	f.waitEnd(run, checkpoint.EndCompleted)
+	if n := c.get(run, "charge"); n != 3 {
+		t.Errorf("charge ran %d times, want 3 (declined, gateway timeout, charged)", n)
 	}
 }

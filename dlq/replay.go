@@ -168,6 +168,10 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		switch {
 		case cur != nil && cur.Dispatch == dispatch:
 			already = true
+		case cur != nil && cur.Status != checkpoint.StatusDead && cur.ReplayedFrom == id:
+			// Replayed from this entry, and the step moved on since (a scheduled retry, done):
+			// a replay stopped before its delete; only the delete is left.
+			already = true
 		case cur != nil && cur.Status == checkpoint.StatusDead && cur.DLQSeq > id:
 			// The node died again after this entry was replayed (a replay stopped before its
 			// delete): the newer entry cur.DLQSeq is the live one. Replaying this one would
@@ -187,7 +191,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		next.Attempts, next.Crashes, next.Delivery, next.Seq = 0, 0, 0, 0
 		next.Replays++
 		next.NotBefore, next.EndedAt = time.Time{}, time.Time{}
-		next.Reason, next.DLQSeq = "", 0
+		next.Reason, next.DLQSeq, next.ReplayedFrom = "", 0, id
 		if edited != nil {
 			next.Input, next.EditedFrom = edited, id
 		}
