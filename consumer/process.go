@@ -169,13 +169,7 @@ func (s *stepRun) ops(ctx context.Context) context.Context {
 // is best effort: if it cannot be written, the next delivery counts one crash too many.
 func (s *stepRun) handBack(ctx context.Context, st *checkpoint.Node, rev uint64, delay time.Duration) error {
 	if seq := s.meta.Sequence.Stream; !st.Final() && dispatchOf(st) == s.env.Dispatch && (st == nil || st.Seq != seq) {
-		next := checkpoint.Node{Status: checkpoint.StatusRetrying, Dispatch: s.env.Dispatch}
-		if st != nil {
-			next = *st
-			if next.Status == checkpoint.StatusRunning {
-				next.Status = checkpoint.StatusRetrying
-			}
-		}
+		next := s.nextState(st)
 		next.Delivery, next.Seq = s.meta.NumDelivered, seq
 		if ctx.Err() != nil { // stopping: the mark is still worth a short try
 			var cancel context.CancelFunc
@@ -194,6 +188,20 @@ func (s *stepRun) handBack(ctx context.Context, st *checkpoint.Node, rev uint64,
 
 // letGo lets go of the step's claim and slot, once.
 func (s *stepRun) letGo() { s.finished.Do(s.finish) }
+
+// nextState is the node state a write of this delivery starts from: a copy of st, or, for a
+// node with no state yet, a pending state of the envelope's dispatch. A running state comes
+// back retrying; every caller then sets what it writes.
+func (s *stepRun) nextState(st *checkpoint.Node) checkpoint.Node {
+	if st == nil {
+		return checkpoint.Node{Status: checkpoint.StatusRetrying, Dispatch: s.env.Dispatch}
+	}
+	next := *st
+	if next.Status == checkpoint.StatusRunning {
+		next.Status = checkpoint.StatusRetrying
+	}
+	return next
+}
 
 // malformed sends an undecodable or invalid message to the DLQ, then terms it.
 func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg, meta *jetstream.MsgMetadata, env *workflow.Envelope, reason string) {
@@ -303,10 +311,7 @@ func (s *stepRun) run(ctx context.Context) error {
 				"crashes", crashes, "marked_running", crashed, "state_seq", lastSeq, "state_delivery", lastDelivery)
 			// Count the crash, and mark the step not running but seen by this message: a
 			// crash while it waits for the quarantine below is not its own.
-			next := checkpoint.Node{Dispatch: s.env.Dispatch}
-			if st != nil {
-				next = *st
-			}
+			next := s.nextState(st)
 			next.Crashes = crashes
 			next.Status, next.Delivery, next.Seq = checkpoint.StatusRetrying, n, seq
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
@@ -329,10 +334,7 @@ func (s *stepRun) run(ctx context.Context) error {
 		}
 		if n > 1 {
 			// A redelivery: mark the attempt running first so a crash during it is counted.
-			next := checkpoint.Node{Dispatch: s.env.Dispatch}
-			if st != nil {
-				next = *st
-			}
+			next := s.nextState(st)
 			next.Status = checkpoint.StatusRunning
 			next.Delivery, next.Seq, next.Worker, next.StartedAt = n, s.meta.Sequence.Stream, s.w.cfg.ID, time.Now().UTC()
 			r, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, &next, rev)
@@ -381,10 +383,7 @@ func (s *stepRun) run(ctx context.Context) error {
 	if herr != nil && ctx.Err() != nil {
 		// Shutdown is not a failure: hand the step back, unspent.
 		if wroteRunning {
-			restore := checkpoint.Node{Status: checkpoint.StatusRetrying, Dispatch: s.env.Dispatch}
-			if before != nil {
-				restore = *before
-			}
+			restore := s.nextState(before)
 			restore.Delivery, restore.Seq = s.meta.NumDelivered, s.meta.Sequence.Stream // handed back, not crashed
 			_, _ = s.w.store.PutNode(context.WithoutCancel(ctx), s.env.RunID, s.env.Node, &restore, rev)
 			_ = s.msg.Nak()
@@ -629,10 +628,7 @@ func (s *stepRun) record(ctx context.Context, st *checkpoint.Node, rev uint64, a
 				return err
 			}
 		}
-		base := checkpoint.Node{Dispatch: s.env.Dispatch}
-		if st != nil {
-			base = *st
-		}
+		base := s.nextState(st)
 		base.Worker, base.StartedAt, base.Delivery, base.Seq = s.w.cfg.ID, startedAt, 0, 0
 		var err error
 		if herr == nil {
@@ -763,10 +759,7 @@ func (s *stepRun) deadLetter(ctx context.Context, st *checkpoint.Node, rev uint6
 	if s.w.at(pointDLQPublished) {
 		return errDead
 	}
-	next := checkpoint.Node{Dispatch: s.env.Dispatch}
-	if st != nil {
-		next = *st
-	}
+	next := s.nextState(st)
 	next.Status, next.Attempts, next.LastError, next.Reason, next.DLQSeq = checkpoint.StatusDead, attempts, errText, reason, seq
 	next.EndedAt, next.Delivery, next.Seq, next.NotBefore = time.Now().UTC(), 0, 0, time.Time{}
 	if next.Worker == "" {

@@ -44,7 +44,7 @@ func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok 
 		if s.w.breakers == nil || !s.w.breakers.Tripped() {
 			return breaker.Settings{}, false
 		}
-		return breaker.Settings{Key: s.env.Workflow + "." + s.env.Node, CoolDownOnly: true}, true
+		return breaker.Settings{Key: s.defaultKey(), CoolDownOnly: true}, true
 	}
 	if b == nil {
 		b = &workflow.Breaker{}
@@ -60,7 +60,7 @@ func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok 
 		}
 	}
 	if key == "" {
-		key = s.env.Workflow + "." + s.env.Node
+		key = s.defaultKey()
 	}
 	bs = breaker.Settings{
 		Key:                 key,
@@ -75,6 +75,10 @@ func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok 
 	}
 	return bs, true
 }
+
+// defaultKey is the node's dependency key when it names none: <workflow>.<node>, for its
+// breaker, its cool-downs and its rate limit.
+func (s *stepRun) defaultKey() string { return s.env.Workflow + "." + s.env.Node }
 
 // typeKey is the default breaker key of a breaker with scope "type".
 func typeKey(nodeType string) string { return "type=" + nodeType }
@@ -108,7 +112,7 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 	if r := s.node.Rate; r != nil && s.w.limits != nil {
 		key := r.Key
 		if key == "" {
-			key = s.env.Workflow + "." + s.env.Node
+			key = s.defaultKey()
 		}
 		if delay, giveBack := s.w.limits.Reserve(key, s.node.Type, r.PerSecond, r.Burst); delay > 0 {
 			if delay > s.ts.ackWait/3 {
@@ -136,13 +140,7 @@ func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64
 	if wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5 {
 		return s.handBack(ctx, st, rev, wait)
 	}
-	next := checkpoint.Node{Dispatch: s.env.Dispatch}
-	if st != nil {
-		next = *st
-		if next.Status == checkpoint.StatusRunning {
-			next.Status = checkpoint.StatusRetrying
-		}
-	}
+	next := s.nextState(st)
 	next.Delivery, next.Seq = 0, 0
 	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
 }
@@ -168,7 +166,7 @@ func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs 
 	case kind == outcomeRetryAfter:
 		ticket.Done(ctx, breaker.ErrExcluded)
 		if bs.Key == "" {
-			bs = breaker.Settings{Key: s.env.Workflow + "." + s.env.Node, CoolDownOnly: true}
+			bs = breaker.Settings{Key: s.defaultKey(), CoolDownOnly: true}
 		}
 		if ticket != nil {
 			s.w.cfg.Observer.BreakerCall(bs.Key, true, s.took)
