@@ -116,6 +116,7 @@ type Set struct {
 	trips  map[string]*Trip // by sanitised bucket key
 	counts map[string]int   // shared consecutive failures, by sanitised bucket key
 	ntrips atomic.Int32     // len(trips), read without the lock on every step
+	nstrk  atomic.Int32     // len(counts), read without the lock on every success
 	ready  chan struct{}
 }
 
@@ -197,7 +198,7 @@ func (s *Set) Ready() <-chan struct{} { return s.ready }
 func (s *Set) apply(e jetstream.KeyValueEntry) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	defer func() { s.ntrips.Store(int32(len(s.trips))) }()
+	defer func() { s.ntrips.Store(int32(len(s.trips))); s.nstrk.Store(int32(len(s.counts))) }()
 	if bk, ok := strings.CutPrefix(e.Key(), countPrefix); ok {
 		var c Count
 		if e.Operation() != jetstream.KeyValuePut || json.Unmarshal(e.Value(), &c) != nil || c.Failures <= 0 {
@@ -369,9 +370,7 @@ func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
 			if rev != 0 {
 				_ = s.kv.Delete(ctx, ck, jetstream.LastRevision(rev))
 			}
-			s.mu.Lock()
-			delete(s.counts, bk)
-			s.mu.Unlock()
+			s.setCount(bk, 0)
 			return
 		}
 		conflict, err := s.put(ctx, ck, c, rev)
@@ -382,9 +381,7 @@ func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
 			s.log.Warn("breaker: cannot count a failure", "key", st.Key, "err", err)
 			return
 		}
-		s.mu.Lock()
-		s.counts[bk] = c.Failures
-		s.mu.Unlock()
+		s.setCount(bk, c.Failures)
 		return
 	}
 }
@@ -392,10 +389,13 @@ func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
 // endStreak deletes the key's shared failure count after a success, when there is one: the
 // only write a success ever makes, and only right after failures.
 func (s *Set) endStreak(ctx context.Context, bk string) {
+	if s.nstrk.Load() == 0 || s.kv == nil {
+		return // no streak anywhere: the healthy path's check, without the lock
+	}
 	s.mu.RLock()
 	n := s.counts[bk]
 	s.mu.RUnlock()
-	if n == 0 || s.kv == nil {
+	if n == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -404,9 +404,19 @@ func (s *Set) endStreak(ctx context.Context, bk string) {
 		s.log.Warn("breaker: cannot reset the failure count", "key", bk, "err", err)
 		return
 	}
+	s.setCount(bk, 0)
+}
+
+// setCount records a key's shared failure count as this worker knows it (0: no streak).
+func (s *Set) setCount(bk string, n int) {
 	s.mu.Lock()
-	delete(s.counts, bk)
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if n <= 0 {
+		delete(s.counts, bk)
+	} else {
+		s.counts[bk] = n
+	}
+	s.nstrk.Store(int32(len(s.counts)))
 }
 
 func (s *Set) newLocal(bk string, st Settings) *gobreaker.TwoStepCircuitBreaker[struct{}] {
