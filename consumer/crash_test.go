@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -220,5 +221,39 @@ func TestNATSRestartMidRun(t *testing.T) {
 		if st := f.node(id, fmt.Sprintf("n%d", i)); st == nil || st.Status != checkpoint.StatusDone {
 			t.Fatalf("node n%d: %+v", i, st)
 		}
+	}
+}
+
+// A step that arrives while another dispatch of the same step is in flight in this worker
+// is handed back marked: its next delivery counts no crash.
+func TestHandBackBehindAnotherDispatchIsNoCrash(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := workflow.New("behind")
+	wf.Node("a", "work")
+	f.apply(wf)
+	var runs counter
+	w, _, _ := f.worker(Config{}, func(w *Worker) {
+		w.Handle("work", func(ctx context.Context, s *Step) (any, error) { runs.inc(s); return "ok", nil })
+	})
+	const id = "behind-another-dispatch"
+	key := workflow.IdempotencyKey(id, "a")
+	// Another dispatch of the step holds it in this worker, as a stale original would.
+	if _, ok := w.claim(key, inflight{seq: 1 << 40, dispatch: "s9"}); !ok {
+		t.Fatal("claim")
+	}
+	if _, err := f.prod.Start(context.Background(), "behind", []byte(`{}`), producer.StartOptions{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		st := f.node(id, "a")
+		return st != nil && st.Seq != 0
+	}, "the step was not handed back marked")
+	w.unclaim(key)
+	if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
+	}
+	if st := f.node(id, "a"); st.Crashes != 0 || runs.get(id, "a") != 1 {
+		t.Fatalf("crashes %d, handler runs %d; want 0 and 1", st.Crashes, runs.get(id, "a"))
 	}
 }

@@ -137,7 +137,14 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg, 
 			w.cfg.Observer.StepFinished(env.Workflow, env.Node, node.Type, OutcomeSkippedDuplicate, 0)
 			_ = msg.Ack()
 		default:
-			_ = msg.NakWithDelay(time.Second)
+			// Another dispatch of this step is in flight here (a stale original while its
+			// schedule fires): hand this one back, marked, so its next delivery counts no crash.
+			st, rev, err := w.store.Node(ctx, env.RunID, env.Node)
+			if err != nil {
+				_ = msg.NakWithDelay(time.Second)
+				return
+			}
+			_ = s.handBack(ctx, st, rev, time.Second)
 		}
 		return
 	}
