@@ -64,10 +64,14 @@ func (s *Store) cancel(ctx context.Context, run, reason string, hook func(point 
 		reason = DefaultCancelReason
 	}
 	// An end already there: a cancelled run is finished below; any other end is refused
-	// before a key is written.
+	// before a key is written, and a key an interrupted cancel left is taken back.
 	if end, _, err := s.End(ctx, run); err != nil {
 		return false, err
 	} else if end != nil && end.Status != EndCancelled {
+		var left Cancel
+		if rev, err := get(ctx, s.runs, workflow.CancelKey(run), &left); err == nil {
+			return false, s.takeBackCancel(ctx, run, rev, end)
+		}
 		return false, &EndedError{Run: run, End: *end}
 	}
 	c := Cancel{At: time.Now().UTC(), Reason: reason}
@@ -105,14 +109,21 @@ func (s *Store) cancel(ctx context.Context, run, reason string, hook func(point 
 			return false, nil
 		}
 		// The run ended otherwise first: take the cancel back.
-		if keyRev != 0 {
-			if err := s.runs.Delete(ctx, workflow.CancelKey(run), jetstream.LastRevision(keyRev)); err != nil &&
-				!errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-				return false, fmt.Errorf("run %s ended %s while it was being cancelled, and its cancel key could not be removed: %w", run, end.Status, err)
-			}
-		}
-		return false, &EndedError{Run: run, End: *end}
+		return false, s.takeBackCancel(ctx, run, keyRev, end)
 	}
+}
+
+// takeBackCancel deletes cancel.<run> at revision rev (0: nothing to delete) from a run that
+// ended otherwise, and returns the *EndedError that refuses the cancel. A key rewritten
+// meanwhile is another cancel's to settle.
+func (s *Store) takeBackCancel(ctx context.Context, run string, rev uint64, end *End) error {
+	if rev != 0 {
+		if err := s.runs.Delete(ctx, workflow.CancelKey(run), jetstream.LastRevision(rev)); err != nil &&
+			!errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("run %s ended %s, and its cancel key could not be removed: %w", run, end.Status, err)
+		}
+	}
+	return &EndedError{Run: run, End: *end}
 }
 
 // DeleteEnd deletes a run's end if it is still at revision rev (ErrConflict otherwise), so

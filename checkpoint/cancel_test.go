@@ -87,3 +87,27 @@ func TestCancelKilledBetweenWrites(t *testing.T) {
 		t.Errorf("a third Cancel: %v, %v; want a no-op", ok, err)
 	}
 }
+
+// A cancel stopped after its key, on a run that then failed: the next Cancel is refused (the
+// run ended failed) and takes the left-over key back, so the run's DLQ entries stay
+// replayable.
+func TestCancelKilledThenRunFailed(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.run("left", "a", time.Now().UTC(), "", time.Time{})
+	stop := func(point string) bool { return point == checkpoint.PointCancelKeyed }
+	if _, err := f.store.CancelWithHook(ctx, "left", "stop it", stop); !errors.Is(err, checkpoint.ErrStopped) {
+		t.Fatalf("cancel stopped dead: %v", err)
+	}
+	if _, err := f.store.CreateEnd(ctx, "left", &checkpoint.End{Status: checkpoint.EndFailed, Reason: "node a: boom", At: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	var ended *checkpoint.EndedError
+	if _, err := f.store.Cancel(ctx, "left", "again"); !errors.As(err, &ended) {
+		t.Fatalf("Cancel of a failed run: %v, want an EndedError", err)
+	}
+	if c, err := f.store.Cancelled(ctx, "left"); err != nil || c {
+		t.Fatalf("cancel.<run> left on the failed run: %v, %v", c, err)
+	}
+}

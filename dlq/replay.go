@@ -129,13 +129,6 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 	} else if c {
 		return refuse(ErrRunCancelled, "run cancelled")
 	}
-	// A cancel that stopped between its two writes has ended the run but not yet written
-	// cancel.<run>: the run is cancelled all the same.
-	if end, _, err := store.End(ctx, env.RunID); err != nil {
-		return res, err
-	} else if end != nil && end.Status == checkpoint.EndCancelled {
-		return refuse(ErrRunCancelled, "run cancelled")
-	}
 	def, err := store.Definition(ctx, env.Def)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return refuse(ErrMalformedEntry, "malformed: unknown definition %s of workflow %s", env.Def, env.Workflow)
