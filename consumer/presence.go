@@ -17,11 +17,19 @@ import (
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/kvwatch"
+	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
-// PresenceInterval is how often a worker refreshes its presence (the bucket's TTL is 15 s).
+// PresenceInterval is how often a worker refreshes its presence.
 const PresenceInterval = 5 * time.Second
+
+// PresenceTTL is how long a presence counts after its last refresh (three intervals): the
+// workers bucket's TTL, after which a crashed worker's record is gone.
+const PresenceTTL = jsetup.WorkerPresenceTTL
+
+// live reports whether the worker refreshed its presence within PresenceTTL of now.
+func (p Presence) live(now time.Time) bool { return now.Sub(p.Seen) <= PresenceTTL }
 
 // Presence is what a worker says about itself in the workers bucket.
 type Presence struct {
@@ -54,9 +62,9 @@ type presence struct {
 func (p *presence) leads() bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	cutoff := time.Now().Add(-3 * PresenceInterval)
+	now := time.Now()
 	for k, o := range p.others {
-		if k != p.key && o.Seen.After(cutoff) && o.ID < p.self.ID {
+		if k != p.key && o.live(now) && o.ID < p.self.ID {
 			return false
 		}
 	}
@@ -68,9 +76,9 @@ func (p *presence) count(nodeType string) int {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	n := 0
-	cutoff := time.Now().Add(-3 * PresenceInterval)
+	now := time.Now()
 	for _, o := range p.others {
-		if o.Seen.After(cutoff) && slices.Contains(o.Types, nodeType) {
+		if o.live(now) && slices.Contains(o.Types, nodeType) {
 			n++
 		}
 	}
@@ -141,7 +149,7 @@ func newPresence(kv jetstream.KeyValue, id, version string, types []string, runn
 }
 
 // LiveWorkers reads the workers bucket and returns the workers whose presence was refreshed
-// within three presence intervals of now (a crashed worker drops out after 15 s), sorted by
+// within PresenceTTL of now (a crashed worker drops out after 15 s), sorted by
 // ID. checkpoint.ErrNotSetUp if the bucket is missing.
 func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names, now time.Time) ([]Presence, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -168,7 +176,7 @@ func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Nam
 				return out, nil
 			}
 			var p Presence
-			if json.Unmarshal(e.Value(), &p) != nil || now.Sub(p.Seen) > 3*PresenceInterval {
+			if json.Unmarshal(e.Value(), &p) != nil || !p.live(now) {
 				continue
 			}
 			out = append(out, p)

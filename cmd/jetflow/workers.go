@@ -2,19 +2,16 @@ package main
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/setup"
-	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 func (a *app) workersCmd() *cobra.Command {
@@ -38,7 +35,7 @@ func (a *app) workersCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			ws, err := liveWorkers(ctx, c.js, c.names, time.Now())
+			ws, err := consumer.LiveWorkers(ctx, c.js, c.names, time.Now())
 			if errors.Is(err, checkpoint.ErrNotSetUp) {
 				return failedErr(err)
 			} else if err != nil {
@@ -63,9 +60,4 @@ func (a *app) workersCmd() *cobra.Command {
 	ls.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON: a list of {id, host, pid, version, types, in_flight, started, seen}")
 	cmd.AddCommand(ls)
 	return cmd
-}
-
-// liveWorkers lists the live workers (consumer.LiveWorkers).
-func liveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names, now time.Time) ([]consumer.Presence, error) {
-	return consumer.LiveWorkers(ctx, js, names, now)
 }
