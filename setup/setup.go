@@ -284,8 +284,12 @@ func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Na
 			if err := EnsureConsumer(ctx, js, n, ConsumerConfig{Type: typ, MaxAckPending: want}, false, 0, rep); err != nil {
 				return out, err
 			}
-			out = append(out, fmt.Sprintf("consumer %s: created with concurrency %d", n.Consumer(typ), want))
-			continue
+			if len(rep.Lines) > 0 {
+				out = append(out, fmt.Sprintf("consumer %s: created with concurrency %d", n.Consumer(typ), want))
+				continue
+			}
+			// Another process created it meanwhile: compare its cap like any other.
+			cons, err = js.Consumer(ctx, n.StepsStream(), n.Consumer(typ))
 		}
 		if err != nil {
 			return out, fmt.Errorf("consumer %s: %w", n.Consumer(typ), err)
