@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -95,34 +96,7 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*RunSummary, error
 // scan calls fn with the current value of every key matching one of filters (deleted keys
 // are skipped) and returns once all were seen.
 func (s *Store) scan(ctx context.Context, filters []string, fn func(jetstream.KeyValueEntry) error) error {
-	return scanKV(ctx, s.runs, filters, fn)
-}
-
-func scanKV(ctx context.Context, kv jetstream.KeyValue, filters []string, fn func(jetstream.KeyValueEntry) error) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	// WatchFiltered rewrites the slice it is given: pass a copy.
-	w, err := kv.WatchFiltered(ctx, slices.Clone(filters), jetstream.IgnoreDeletes())
-	if err != nil {
-		return fmt.Errorf("read %s: %w", strings.Join(filters, ", "), err)
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return fmt.Errorf("read %s: the watch stopped", strings.Join(filters, ", "))
-			}
-			if e == nil {
-				return nil
-			}
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-	}
+	return kvwatch.Scan(ctx, s.runs, filters, fn)
 }
 
 // RunEvent is one change of a run seen by WatchRun: a node's new state, or the run's end.

@@ -160,26 +160,17 @@ func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Nam
 	} else if err != nil {
 		return nil, fmt.Errorf("bucket %s: %w", names.WorkersBucket(), err)
 	}
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), err)
-	}
-	defer func() { _ = w.Stop() }()
 	out := []Presence{}
-	for {
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("read bucket %s: %w", names.WorkersBucket(), ctx.Err())
-		case e, ok := <-w.Updates():
-			if !ok || e == nil { // nil marks the end of the current values
-				slices.SortFunc(out, func(a, b Presence) int { return strings.Compare(a.ID, b.ID) })
-				return out, nil
-			}
-			var p Presence
-			if json.Unmarshal(e.Value(), &p) != nil || !p.live(now) {
-				continue
-			}
+	err = kvwatch.Scan(ctx, kv, nil, func(e jetstream.KeyValueEntry) error {
+		var p Presence
+		if json.Unmarshal(e.Value(), &p) == nil && p.live(now) {
 			out = append(out, p)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	slices.SortFunc(out, func(a, b Presence) int { return strings.Compare(a.ID, b.ID) })
+	return out, nil
 }

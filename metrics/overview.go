@@ -3,7 +3,6 @@ package metrics
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -39,13 +39,13 @@ func ReadBreakers(ctx context.Context, js jetstream.JetStream, names workflow.Na
 	}
 	now := time.Now()
 	var out []BreakerView
-	err = scanBucket(ctx, kv, func(e jetstream.KeyValueEntry) {
+	err = kvwatch.Scan(ctx, kv, nil, func(e jetstream.KeyValueEntry) error {
 		if breaker.IsCountKey(e.Key()) {
-			return // a closed key's failure streak, not a trip
+			return nil // a closed key's failure streak, not a trip
 		}
 		var t breaker.Trip
 		if json.Unmarshal(e.Value(), &t) != nil {
-			return
+			return nil
 		}
 		v := BreakerView{Key: t.Key, State: breaker.Open.String(), OpenUntil: t.OpenUntil, Reason: t.Reason, By: t.By,
 			Probes: len(t.Probes), Limit: t.Limit}
@@ -56,6 +56,7 @@ func ReadBreakers(ctx context.Context, js jetstream.JetStream, names workflow.Na
 			v.State = breaker.HalfOpen.String()
 		}
 		out = append(out, v)
+		return nil
 	})
 	sortBy(out, func(b BreakerView) string { return b.Key })
 	return out, err
@@ -64,31 +65,6 @@ func ReadBreakers(ctx context.Context, js jetstream.JetStream, names workflow.Na
 // ReadWorkers returns the live workers, by ID (consumer.LiveWorkers).
 func ReadWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Names) ([]consumer.Presence, error) {
 	return consumer.LiveWorkers(ctx, js, names, time.Now())
-}
-
-// scanBucket calls fn with the current value of every key of kv.
-func scanBucket(ctx context.Context, kv jetstream.KeyValue, fn func(jetstream.KeyValueEntry)) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return err
-	}
-	defer func() { _ = w.Stop() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case e, ok := <-w.Updates():
-			if !ok {
-				return errors.New("the watch of " + kv.Bucket() + " stopped")
-			}
-			if e == nil {
-				return nil
-			}
-			fn(e)
-		}
-	}
 }
 
 // Overview is the state of the whole installation at a glance, read from the broker: what

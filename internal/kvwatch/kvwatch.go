@@ -5,6 +5,8 @@ package kvwatch
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -45,6 +47,39 @@ func drain(ctx context.Context, w jetstream.KeyWatcher, each func(jetstream.KeyV
 				return
 			}
 			each(e)
+		}
+	}
+}
+
+// Scan calls fn with the current value of every key of kv that matches one of filters (every
+// key when there are none; deleted keys are skipped), and returns once all were seen, or with
+// fn's first error.
+func Scan(ctx context.Context, kv jetstream.KeyValue, filters []string, fn func(jetstream.KeyValueEntry) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if len(filters) == 0 {
+		filters = []string{jetstream.AllKeys}
+	}
+	// WatchFiltered rewrites the slice it is given: pass a copy.
+	w, err := kv.WatchFiltered(ctx, slices.Clone(filters), jetstream.IgnoreDeletes())
+	if err != nil {
+		return fmt.Errorf("read %s: %w", kv.Bucket(), err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("read %s: %w", kv.Bucket(), ctx.Err())
+		case e, ok := <-w.Updates():
+			if !ok {
+				return fmt.Errorf("read %s: the watch stopped", kv.Bucket())
+			}
+			if e == nil { // the end of the current values
+				return nil
+			}
+			if err := fn(e); err != nil {
+				return err
+			}
 		}
 	}
 }

@@ -108,3 +108,40 @@ func TestFollowReturnsAfterConnectionClosed(t *testing.T) {
 		t.Fatal("Follow did not return after its context ended over a closed connection")
 	}
 }
+
+// Scan reads the current values once: every key, or the keys its filters match, without
+// deleted ones; fn's error stops it.
+func TestScan(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "scan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"a.1", "a.2", "b.1", "gone"} {
+		if _, err := kv.Put(ctx, k, []byte(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := kv.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	keys := func(filters ...string) []string {
+		var got []string
+		if err := Scan(ctx, kv, filters, func(e jetstream.KeyValueEntry) error { got = append(got, e.Key()); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := keys(); len(got) != 3 {
+		t.Errorf("Scan of every key: %v, want a.1 a.2 b.1", got)
+	}
+	if got := keys("a.*"); len(got) != 2 {
+		t.Errorf("Scan of a.*: %v, want a.1 a.2", got)
+	}
+	stop := errors.New("stop")
+	if err := Scan(ctx, kv, nil, func(jetstream.KeyValueEntry) error { return stop }); !errors.Is(err, stop) {
+		t.Errorf("fn's error: %v", err)
+	}
+}
