@@ -335,7 +335,7 @@ func TestExecBadDir(t *testing.T) {
 		for _, form := range []struct {
 			name    string
 			command any
-		}{{"shell line", "true"}, {"argument list", []any{"true"}}} {
+		}{{"shell line", "true"}, {"argument list", []any{"true"}}, {"relative program", []any{"./run.sh"}}} {
 			t.Run(tt.name+"/"+form.name, func(t *testing.T) {
 				t.Parallel()
 				out, err := runExec(t, newStep(map[string]any{"command": form.command, "dir": tt.dir}, ""))
@@ -532,6 +532,9 @@ func TestExecCommandNotFound(t *testing.T) {
 			t.Parallel()
 			out, err := runExec(t, newStep(map[string]any{"command": tt.command}, `{"input":1}`))
 			requirePermanent(t, err, "exec: ")
+			if strings.Contains(err.Error(), "exec: exec:") {
+				t.Errorf("error says exec twice: %v", err)
+			}
 			if out != nil {
 				t.Errorf("output = %v, want nil on error", out)
 			}

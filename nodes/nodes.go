@@ -68,19 +68,19 @@ const (
 // JETFLOW_RUN_ID, JETFLOW_NODE, JETFLOW_WORKFLOW, JETFLOW_ATTEMPT, JETFLOW_IDEMPOTENCY_KEY
 // and JETFLOW_WORKER_PID (the program's parent is a guarding shell), plus with.env.
 func Exec(ctx context.Context, s *consumer.Step) (any, error) {
+	// The guard shell: if the worker dies, the shell gets SIGTERM (Pdeathsig below) and takes
+	// its whole process group with it, so no child outlives the worker to do its side effect
+	// beside the re-run. The command runs in the background while the shell waits (a trap
+	// interrupts a wait at once, not a foreground command), and keeps the node input on its
+	// standard input through fd 3.
+	const guardHead, guardTail = "trap 'kill -KILL 0' TERM\nexec 3<&0\n", " <&3 3<&- &\nwait $!"
 	var argv []string
-	pdeath := syscall.SIGKILL // a program run directly dies with the worker
+	guarded := false
 	switch c := s.With["command"].(type) {
 	case string:
 		if strings.TrimSpace(c) != "" {
-			// If the worker dies, the shell gets SIGTERM (Pdeathsig below) and takes its whole
-			// process group with it: no child of the script outlives the worker to do its
-			// side effect beside the re-run.
-			// The script runs in the background while the shell waits: a trap interrupts a
-			// wait at once (it would not interrupt a foreground command), and the script
-			// keeps the node input on its standard input through fd 3.
-			argv = []string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\nexec 3<&0\n{\n" + c + "\n} <&3 3<&- &\nwait $!"}
-			pdeath = syscall.SIGTERM
+			argv = []string{"/bin/sh", "-c", guardHead + "{\n" + c + "\n}" + guardTail}
+			guarded = true
 		}
 	case []any:
 		for _, a := range c {
@@ -91,19 +91,34 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 		return nil, consumer.Permanent(errors.New("exec: with.command is missing or empty"))
 	}
 	dir, _ := s.With["dir"].(string)
-	if pdeath == syscall.SIGKILL {
-		// A program given as a list of arguments runs under the same shell guard as a
-		// shell line: Pdeathsig reaches only the direct child, so the children a program
-		// starts would outlive a killed worker. The program is looked up here, so that a
-		// missing one stays a clear permanent error (not the shell's exit 127).
+	if dir != "" {
+		// Check here: a failed chdir in the child reads as "fork/exec /bin/sh: no such file
+		// or directory", which names the program, not the directory.
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			if err == nil {
+				err = errors.New("not a directory")
+			}
+			return nil, consumer.Permanent(fmt.Errorf("exec: with.dir %q cannot be used: %w", dir, err))
+		}
+	}
+	if !guarded {
+		// A program given as a list of arguments runs under the same guard as a shell line:
+		// Pdeathsig reaches only the direct child, so the children a program starts would
+		// outlive a killed worker. The program is looked up here, so that a missing one
+		// stays a clear permanent error (not the shell's exit 127).
 		prog, err := lookPath(argv[0], dir)
 		if err != nil {
-			return nil, consumer.Permanent(fmt.Errorf("exec: %w", err))
+			return nil, consumer.Permanent(err) // exec.Error already says "exec: …"
 		}
 		if guardShellOK() {
-			argv = append([]string{"/bin/sh", "-c", "trap 'kill -KILL 0' TERM\nexec 3<&0\n\"$@\" <&3 3<&- &\nwait $!", "jetflow-exec", prog}, argv[1:]...)
-			pdeath = syscall.SIGTERM
+			argv = append([]string{"/bin/sh", "-c", guardHead + `"$@"` + guardTail, "jetflow-exec", prog}, argv[1:]...)
+			guarded = true
 		}
+	}
+	// A program run directly (no /bin/sh) is killed outright if the worker dies.
+	pdeath := syscall.SIGKILL
+	if guarded {
+		pdeath = syscall.SIGTERM
 	}
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	// Its own process group, so a timeout stops the program's children too; and killed if the
@@ -114,17 +129,7 @@ func Exec(ctx context.Context, s *consumer.Step) (any, error) {
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = killTimeout
-	if dir != "" {
-		// Check here: a failed chdir in the child reads as "fork/exec /bin/sh: no such file
-		// or directory", which names the program, not the directory.
-		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
-			if err == nil {
-				err = errors.New("not a directory")
-			}
-			return nil, consumer.Permanent(fmt.Errorf("exec: with.dir %q cannot be used: %w", dir, err))
-		}
-		cmd.Dir = dir
-	}
+	cmd.Dir = dir
 	env := os.Environ()
 	if m, ok := s.With["env"].(map[string]any); ok {
 		keys := make([]string, 0, len(m))
