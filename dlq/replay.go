@@ -179,15 +179,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 			st = cur
 			break
 		}
-		next := *cur
-		next.Status, next.Dispatch = checkpoint.StatusRetrying, dispatch
-		next.Attempts, next.Crashes, next.Delivery, next.Seq = 0, 0, 0, 0
-		next.Replays++
-		next.NotBefore, next.EndedAt = time.Time{}, time.Time{}
-		next.Reason, next.DLQSeq, next.ReplayedFrom = "", 0, id
-		if edited != nil {
-			next.Input, next.EditedFrom = edited, id
-		}
+		next := cur.Replayed(id, edited)
 		if _, err := store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
 		} else if err != nil {

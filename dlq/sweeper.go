@@ -177,13 +177,8 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 		if at(s.hook, pointSweepPublished) {
 			return errStopped
 		}
-		next := checkpoint.Node{Dispatch: env.Dispatch}
-		if st != nil {
-			next = *st
-		}
-		next.Status, next.Reason, next.DLQSeq = checkpoint.StatusDead, reason, seq
-		next.LastError = cmp.Or(next.LastError, reason)
-		next.EndedAt, next.Delivery, next.Seq = time.Now().UTC(), 0, 0
+		from := checkpoint.From(st, env.Dispatch)
+		next := from.Dead(from.Attempts, reason, cmp.Or(from.LastError, reason), seq, "", time.Now().UTC())
 		if _, err := s.store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
 		} else if err != nil {
