@@ -239,7 +239,8 @@ func TestHandBackBehindAnotherDispatchIsNoCrash(t *testing.T) {
 	const id = "behind-another-dispatch"
 	key := workflow.IdempotencyKey(id, "a")
 	// Another dispatch of the step holds it in this worker, as a stale original would.
-	if _, ok := w.claim(key, inflight{seq: 1 << 40, dispatch: "s9"}); !ok {
+	held, ok := w.claim(key, inflight{seq: 1 << 40, dispatch: "s9"})
+	if !ok {
 		t.Fatal("claim")
 	}
 	if _, err := f.prod.Start(context.Background(), "behind", []byte(`{}`), producer.StartOptions{ID: id}); err != nil {
@@ -249,7 +250,7 @@ func TestHandBackBehindAnotherDispatchIsNoCrash(t *testing.T) {
 		st := f.node(id, "a")
 		return st != nil && st.Seq != 0
 	}, "the step was not handed back marked")
-	w.unclaim(key)
+	w.unclaim(held)
 	if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
 		t.Fatalf("run ended %s (%s)", end.Status, end.Reason)
 	}

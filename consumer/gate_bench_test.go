@@ -31,16 +31,18 @@ func BenchmarkGate(b *testing.B) {
 			w.breakers = breaker.New(nil, "bench", breaker.Options{})
 			w.limits = breaker.NewLimits(func(string) int { return 2 })
 			node := bc.node
+			node.With = bc.with
 			s := &stepRun{w: w, ts: &typeState{ackWait: 30 * time.Second, maxDeliver: 20}, node: &node,
 				env: &workflow.Envelope{RunID: "r", Workflow: "wf", Node: "call"}}
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				t, bs, handled, err := s.gate(ctx, nil, 0, bc.with)
+				handled, err := s.gate(ctx)
 				if handled || err != nil {
 					b.Fatal("the gate refused a healthy call")
 				}
-				s.reportBreaker(ctx, t, bs, nil)
+				s.reportBreaker(ctx, s.ticket, s.bs, nil)
+				s.ticket = nil
 			}
 		})
 	}

@@ -83,31 +83,36 @@ func (s *stepRun) defaultKey() string { return s.env.Workflow + "." + s.env.Node
 // typeKey is the default breaker key of a breaker with scope "type".
 func typeKey(nodeType string) string { return "type=" + nodeType }
 
-// gate applies the node's breaker and rate limit (DESIGN.md step 3) before any write of this
-// delivery. It returns a ticket to report the outcome on, with the breaker's settings, or
-// handled=true when the step was deferred (or run by a fallback) instead. The breaker goes
-// first: a step that an open key defers takes no token from the rate limit.
-func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any) (*breaker.Ticket, breaker.Settings, bool, error) {
-	var ticket *breaker.Ticket
-	bs, guarded := s.breakerSettings(with)
+// gate is step 3: it expands the node's settings, then applies its breaker and rate limit.
+// It reports handled when the delivery was dealt with instead of running the handler:
+// deferred without spending an attempt, run by a fallback while the breaker is open, or
+// dead-lettered for settings that cannot be expanded. Otherwise s.ticket (nil for a node
+// with no breaker to ask) waits for the handler's outcome. The breaker goes first: a step
+// that an open key defers takes no token from the rate limit. It runs after step 2's checks,
+// so a deferral never erases a crash count, and a copy never runs a fallback.
+func (s *stepRun) gate(ctx context.Context) (handled bool, err error) {
+	if s.with, err = s.expandWith(inputOf(s.env, s.cur.st)); err != nil {
+		return true, s.deadLetter(ctx, s.next(), attemptsOf(s.cur.st), "permanent error", err.Error())
+	}
+	bs, guarded := s.breakerSettings(s.with)
+	s.bs = bs
 	if guarded && s.w.breakers != nil {
-		var wait time.Duration
-		var err error
-		ticket, wait, err = s.w.breakers.Allow(ctx, bs)
+		ticket, wait, err := s.w.breakers.Allow(ctx, bs)
 		if err != nil {
-			return nil, bs, true, err
+			return true, err
 		}
 		if ticket == nil && wait > 0 {
 			if len(s.node.Fallback) > 0 {
-				done, err := s.fallback(ctx, st, rev, with, "breaker "+bs.Key+" is open")
+				done, err := s.fallback(ctx, attemptsOf(s.cur.st)+1, "breaker "+bs.Key+" is open")
 				if done || err != nil {
-					return nil, bs, true, err
+					return true, err
 				}
 			}
 			s.logger().Debug("breaker open: step deferred without spending an attempt", "key", bs.Key, "wait", wait)
 			s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeferredBreaker, 0)
-			return nil, bs, true, s.deferFree(ctx, st, rev, wait)
+			return true, s.deferFree(ctx, wait)
 		}
+		s.ticket = ticket
 	}
 	if r := s.node.Rate; r != nil && s.w.limits != nil {
 		key := r.Key
@@ -117,32 +122,38 @@ func (s *stepRun) gate(ctx context.Context, st *checkpoint.Node, rev uint64, wit
 		if delay, giveBack := s.w.limits.Reserve(key, s.node.Type, r.PerSecond, r.Burst); delay > 0 {
 			if delay > s.ts.ackWait/3 {
 				giveBack()
-				ticket.Done(ctx, breaker.ErrExcluded) // a probe's slot goes back at once
-				return nil, bs, true, s.deferFree(ctx, st, rev, delay)
+				s.closeTicket(ctx) // a probe's slot goes back at once
+				return true, s.deferFree(ctx, delay)
 			}
 			t := time.NewTimer(delay)
 			select {
 			case <-ctx.Done():
 				t.Stop()
-				ticket.Done(ctx, breaker.ErrExcluded)
-				return nil, bs, true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
+				s.closeTicket(ctx)
+				return true, s.handBack(context.WithoutCancel(ctx), 0)
 			case <-t.C:
 			}
 		}
 	}
-	return ticket, bs, false, nil
+	return false, nil
+}
+
+// closeTicket gives back a breaker admission whose handler never reported (it did not run).
+func (s *stepRun) closeTicket(ctx context.Context) {
+	if s.ticket != nil {
+		s.ticket.Done(ctx, breaker.ErrExcluded)
+		s.ticket = nil
+	}
 }
 
 // deferFree makes the step wait without spending an attempt (breaker open, rate limit). A
-// short wait writes nothing; a long one takes the schedule path.
-func (s *stepRun) deferFree(ctx context.Context, st *checkpoint.Node, rev uint64, wait time.Duration) error {
+// short wait writes only the hand-back mark; a long one takes the schedule path.
+func (s *stepRun) deferFree(ctx context.Context, wait time.Duration) error {
 	wait = max(wait, 10*time.Millisecond)
-	if wait < s.ts.ackWait/2 && int(s.meta.NumDelivered) < s.ts.maxDeliver-5 {
-		return s.handBack(ctx, st, rev, wait)
+	if s.shortWait(wait) {
+		return s.handBack(ctx, wait)
 	}
-	next := s.nextState(st)
-	next.Delivery, next.Seq = 0, 0
-	return s.deferStep(ctx, next, rev, wait, time.Now().Add(wait))
+	return s.deferStep(ctx, s.next(), time.Now().Add(wait))
 }
 
 // reportBreaker tells the breaker how the call went: only retryable failures count against
@@ -187,16 +198,10 @@ func (s *stepRun) reportBreaker(ctx context.Context, ticket *breaker.Ticket, bs 
 }
 
 // fallback runs the node's fallback types in order, in this worker, and records the first
-// success as the node's result (marked as a fallback). It reports whether one succeeded.
-func (s *stepRun) fallback(ctx context.Context, st *checkpoint.Node, rev uint64, with map[string]any, why string) (bool, error) {
-	input := s.env.Input
-	attempt := 1
-	if st != nil {
-		attempt = st.Attempts + 1
-		if len(st.Input) > 0 {
-			input = st.Input
-		}
-	}
+// success as the node's result of attempt attempt (marked as a fallback). It reports
+// whether one succeeded.
+func (s *stepRun) fallback(ctx context.Context, attempt int, why string) (bool, error) {
+	input := inputOf(s.env, s.cur.st)
 	var errs []string
 	for _, typ := range s.node.Fallback {
 		h := s.w.handler(typ)
@@ -205,17 +210,18 @@ func (s *stepRun) fallback(ctx context.Context, st *checkpoint.Node, rev uint64,
 			continue
 		}
 		step := &Step{RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: typ, Attempt: attempt,
-			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: with, Fallback: why, run: s}
-		out, err, abandoned := s.invokeWith(ctx, h, step)
+			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: s.with, Fallback: why, run: s}
+		started := time.Now().UTC()
+		out, err, abandoned := s.invoke(ctx, h, step)
 		if abandoned {
 			return true, errDead
 		}
 		if err == nil {
 			s.logger().Info("fallback used", "fallback", typ, "why", why)
-			return true, s.record(ctx, st, rev, attempt, time.Now().UTC(), out, nil, true)
+			return true, s.record(ctx, checkpoint.Attempt{Number: attempt, Worker: s.w.cfg.ID, StartedAt: started}, out, nil, true)
 		}
 		if ctx.Err() != nil {
-			return true, s.handBack(context.WithoutCancel(ctx), st, rev, 0)
+			return true, s.handBack(context.WithoutCancel(ctx), 0)
 		}
 		errs = append(errs, typ+": "+workflow.OneLine(err.Error(), 300))
 	}

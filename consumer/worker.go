@@ -129,12 +129,13 @@ type Worker struct {
 	cfg   Config
 	log   *slog.Logger
 
-	mu       sync.Mutex
-	handlers map[string]HandlerFunc
-	running  map[string]map[*runningStep]struct{} // by run ID, for cancels
-	inflight map[string]inflight                  // by idempotency key: steps this worker is processing
-	states   map[string]*typeState                // by node type, once Run started
-	cancels  map[string]bool                      // cancelled runs seen by the watch
+	mu        sync.Mutex
+	handlers  map[string]HandlerFunc
+	inflight  map[string]*claimed   // by idempotency key: steps this worker is processing
+	states    map[string]*typeState // by node type, once Run started
+	cancels   map[string]bool       // cancelled runs seen by the watch
+	nCancels  atomic.Int32          // len(cancels): the step path reads it, not the map
+	handBacks map[uint64]uint64     // stream seq → delivery of hand-backs whose mark failed
 
 	dead     chan struct{} // closed when a test hook stopped the worker dead
 	deadOnce sync.Once
@@ -148,8 +149,6 @@ type Worker struct {
 	inFlight atomic.Int64
 }
 
-type runningStep struct{ cancel context.CancelCauseFunc }
-
 // ErrRunCancelled is the cause of a handler's context being cancelled because an operator
 // cancelled its run.
 var ErrRunCancelled = errors.New("run cancelled")
@@ -161,35 +160,74 @@ func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) (*Worker, 
 		return nil, err
 	}
 	return &Worker{
-		js:       js,
-		store:    store,
-		cfg:      cfg,
-		log:      cfg.Logger,
-		handlers: map[string]HandlerFunc{},
-		running:  map[string]map[*runningStep]struct{}{},
-		inflight: map[string]inflight{},
-		cancels:  map[string]bool{},
-		dead:     make(chan struct{}),
-		env:      allowedEnv(cfg.AllowEnv),
-		suspect:  make(chan struct{}, 1),
+		js:        js,
+		store:     store,
+		cfg:       cfg,
+		log:       cfg.Logger,
+		handlers:  map[string]HandlerFunc{},
+		inflight:  map[string]*claimed{},
+		cancels:   map[string]bool{},
+		handBacks: map[uint64]uint64{},
+		dead:      make(chan struct{}),
+		env:       allowedEnv(cfg.AllowEnv),
+		suspect:   make(chan struct{}, 1),
 	}, nil
 }
 
+// quarantineWait bounds how long a crash suspect waits for the quarantine slot before it is
+// handed back (marked, so its next delivery counts no crash).
+const quarantineWait = time.Minute
+
 // quarantine waits for this worker's crash-suspect slot, sending heartbeats for msg while it
-// waits; it returns the release func, or nil when ctx ended first.
-func (w *Worker) quarantine(ctx context.Context, msg jetstream.Msg, ackWait time.Duration) func() {
+// waits, for at most quarantineWait; it returns the slot's release func, or false when ctx
+// ended or the wait ran out first. The release runs once.
+func (w *Worker) quarantine(ctx context.Context, msg jetstream.Msg, ackWait time.Duration) (func(), bool) {
 	t := time.NewTicker(max(ackWait/3, 100*time.Millisecond))
 	defer t.Stop()
+	limit := time.NewTimer(quarantineWait)
+	defer limit.Stop()
 	for {
 		select {
 		case w.suspect <- struct{}{}:
-			return func() { <-w.suspect }
+			var once sync.Once
+			return func() { once.Do(func() { <-w.suspect }) }, true
 		case <-t.C:
 			_ = msg.InProgress()
+		case <-limit.C:
+			return nil, false
 		case <-ctx.Done():
-			return nil
+			return nil, false
 		}
 	}
+}
+
+// maxHandBacks bounds the hand-backs a worker remembers (see rememberHandBack).
+const maxHandBacks = 4096
+
+// rememberHandBack remembers that this worker handed back delivery delivery of message seq
+// without marking the node state (the mark's write failed: the broker error that made it hand
+// the step back). A redelivery here is then no crash. Another worker that gets it counts
+// one; at most one per outage, since that count's write fails while the outage lasts.
+func (w *Worker) rememberHandBack(seq, delivery uint64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.handBacks) >= maxHandBacks {
+		for k := range w.handBacks {
+			delete(w.handBacks, k)
+			break
+		}
+	}
+	w.handBacks[seq] = delivery
+}
+
+// handedBack reports whether this worker remembers handing back message seq unmarked before
+// delivery delivery, and forgets it.
+func (w *Worker) handedBack(seq, delivery uint64) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d, ok := w.handBacks[seq]
+	delete(w.handBacks, seq)
+	return ok && d < delivery
 }
 
 // handler returns the handler of typ, or nil.
@@ -400,23 +438,44 @@ func (w *Worker) onTrip(st breaker.Settings, until time.Time) {
 	w.log.Warn("consumer paused while its breaker is open", "type", typ, "until", until.Format(time.RFC3339))
 }
 
-// pull streams steps of one type with a prefetch of the worker's concurrency (never the
-// client's default of 500, which would start 500 ack-wait clocks at once), and runs each on
-// a runner goroutine once a slot is free.
+// pullBatches is how many pull requests of one type a worker keeps open at once: a request
+// that waits for messages does not keep slots freed meanwhile from being asked for.
+const pullBatches = 2
+
+// pull fetches steps of one type and runs each on a runner goroutine. It asks only for the
+// slots it has free (DESIGN.md: "prefetch of about the worker's free slots"): every message
+// delivered to this worker starts at once, so none waits in a buffer while its ack wait
+// runs out and the server hands it to another worker (which would then run it beside the
+// stale copy). A fetched step that finds the worker stopping or paused is handed back.
 func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *runners, wg *sync.WaitGroup) {
+	var batches sync.WaitGroup
+	defer batches.Wait()
+	open := make(chan struct{}, pullBatches)
 	backoff := 100 * time.Millisecond
+	// A pull request the server lost shows only as missed heartbeats (two in a row): a
+	// heartbeat a fifth of the expiry finds a lost request within 2 s.
+	expiry := max(w.cfg.PollWait, time.Second)
+	hb := min(max(expiry/5, 500*time.Millisecond), expiry/3)
 	for fetchCtx.Err() == nil {
 		if !ts.waitUnpaused(fetchCtx) {
 			return
 		}
-		// A pull request the server lost shows only as missed heartbeats (two in a row), and
-		// the client's default heartbeat is half the expiry: steps queued behind a lost
-		// request waited up to a whole poll (seen at C=1 in jetflow bench, ~1 run in 10).
-		// A heartbeat a fifth of the expiry finds a lost request within 2 s.
-		expiry := max(w.cfg.PollWait, time.Second)
-		hb := min(max(expiry/5, 500*time.Millisecond), expiry/2)
-		it, err := ts.cons.Messages(jetstream.PullMaxMessages(w.cfg.Concurrency), jetstream.PullExpiry(expiry), jetstream.PullHeartbeat(hb))
+		select {
+		case open <- struct{}{}:
+		case <-fetchCtx.Done():
+			return
+		}
+		n := ts.take(fetchCtx)
+		if n == 0 {
+			<-open
+			continue // stopping or paused: the loop's checks decide
+		}
+		rctx, cancel := context.WithTimeout(fetchCtx, expiry)
+		batch, err := ts.cons.Fetch(n, jetstream.FetchContext(rctx), jetstream.FetchHeartbeat(hb))
 		if err != nil {
+			cancel()
+			release(ts.slots, n)
+			<-open
 			w.log.Warn("pull failed", "type", ts.typ, "err", err)
 			select {
 			case <-fetchCtx.Done():
@@ -427,72 +486,67 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 			continue
 		}
 		backoff = 100 * time.Millisecond
-		stopped := make(chan struct{})
-		go func() {
-			select {
-			case <-fetchCtx.Done():
-				it.Drain() // buffered steps stay readable below, and are handed back
-			case <-stopped:
-			}
-		}()
-		for {
-			if ts.paused() || acquire1(fetchCtx, ts.slots) == 0 {
-				// Shutting down, or paused by the health monitor: hand every buffered step
-				// back at once, unstarted.
-				it.Drain()
-				hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
-				for {
-					msg, err := it.Next()
-					if err != nil {
-						break
-					}
+		batches.Go(func() {
+			defer func() { cancel(); <-open }()
+			got := 0
+			for msg := range batch.Messages() {
+				got++
+				if fetchCtx.Err() != nil || ts.paused() {
+					hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
 					w.handBackUnstarted(hctx, ts, msg)
-				}
-				cancel()
-				break
-			}
-			if !ts.waitBelowLimit(fetchCtx) {
-				release(ts.slots, 1)
-				continue // shutting down: the check above hands the buffer back
-			}
-			msg, err := it.Next()
-			if err != nil {
-				release(ts.slots, 1)
-				if fetchCtx.Err() == nil && !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-					// A missed heartbeat (a lost pull request, a leader change, a starved
-					// machine) or a reconnect: pull again.
-					level := slog.LevelWarn
-					if errors.Is(err, jetstream.ErrNoHeartbeat) {
-						level = slog.LevelDebug
-					}
-					w.log.Log(fetchCtx, level, "pull interrupted; pulling again", "type", ts.typ, "err", err)
-				}
-				break
-			}
-			if fetchCtx.Err() != nil || ts.paused() {
-				hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
-				w.handBackUnstarted(hctx, ts, msg)
-				cancel()
-				release(ts.slots, 1)
-				continue
-			}
-			wg.Add(1)
-			ts.running.Add(1)
-			w.inFlight.Add(1)
-			w.cfg.Observer.InFlight(1)
-			run.run(fetchCtx, func(r *runner) {
-				w.process(workCtx, ts, msg, r, func() {
-					w.cfg.Observer.InFlight(-1)
-					w.inFlight.Add(-1)
-					ts.running.Add(-1)
+					cancel()
 					release(ts.slots, 1)
-					wg.Done()
+					continue
+				}
+				wg.Add(1)
+				ts.running.Add(1)
+				w.inFlight.Add(1)
+				w.cfg.Observer.InFlight(1)
+				run.run(fetchCtx, func(r *runner) {
+					w.process(workCtx, ts, msg, r, func() {
+						w.cfg.Observer.InFlight(-1)
+						w.inFlight.Add(-1)
+						ts.running.Add(-1)
+						release(ts.slots, 1)
+						wg.Done()
+					})
 				})
-			})
-		}
-		close(stopped)
-		it.Stop()
+			}
+			release(ts.slots, n-got)
+			if err := batch.Error(); err != nil && fetchCtx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
+				// A missed heartbeat (a lost pull request, a leader change, a starved
+				// machine) or a reconnect: the next request asks again.
+				level := slog.LevelWarn
+				if errors.Is(err, jetstream.ErrNoHeartbeat) {
+					level = slog.LevelDebug
+				}
+				w.log.Log(fetchCtx, level, "pull interrupted; pulling again", "type", ts.typ, "err", err)
+			}
+		})
 	}
+}
+
+// take waits for at least one free slot of the type and takes every free one, within the
+// health monitor's cap on the slots in use (running or asked for); 0 when ctx ended or the
+// type was paused meanwhile. Only the type's pull loop takes slots, so the count in use can
+// only fall while it decides.
+func (ts *typeState) take(ctx context.Context) int {
+	if !ts.waitBelowLimit(ctx) {
+		return 0
+	}
+	n := acquire(ctx, ts.slots)
+	if limit := int(ts.limit.Load()); limit > 0 && n > 0 {
+		inUse := cap(ts.slots) - len(ts.slots) - n
+		if allowed := max(limit-inUse, 1); n > allowed {
+			release(ts.slots, n-allowed)
+			n = allowed
+		}
+	}
+	if n > 0 && ts.paused() {
+		release(ts.slots, n)
+		return 0
+	}
+	return n
 }
 
 // handBackTimeout bounds the marking of the steps a stopping or paused worker hands back.
@@ -512,13 +566,12 @@ func (w *Worker) handBackUnstarted(ctx context.Context, ts *typeState, msg jetst
 		_ = msg.Nak() // a malformed step goes to the DLQ on its next delivery
 		return
 	}
-	st, rev, err := w.store.Node(ctx, env.RunID, env.Node)
-	if err != nil {
+	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env, detached: true}
+	if err := s.read(ctx); err != nil {
 		_ = msg.Nak()
 		return
 	}
-	s := &stepRun{w: w, ts: ts, msg: msg, meta: meta, env: env}
-	_ = s.handBack(ctx, st, rev, 0)
+	_ = s.handBack(ctx, 0)
 }
 
 // paused reports whether the health monitor paused this type in this worker.
@@ -539,12 +592,12 @@ func (ts *typeState) waitUnpaused(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-// waitBelowLimit waits while the type runs as many steps as the health monitor allows; false
-// when ctx ended first.
+// waitBelowLimit waits while the type holds as many slots (steps running, or asked for) as
+// the health monitor allows; false when ctx ended first.
 func (ts *typeState) waitBelowLimit(ctx context.Context) bool {
 	for {
-		limit := ts.limit.Load()
-		if limit <= 0 || ts.running.Load() < limit {
+		limit := int(ts.limit.Load())
+		if limit <= 0 || cap(ts.slots)-len(ts.slots) < limit {
 			return true
 		}
 		select {
@@ -585,15 +638,6 @@ func (w *Worker) typeState(typ string) *typeState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.states[typ]
-}
-
-func acquire1(ctx context.Context, slots chan struct{}) int {
-	select {
-	case <-ctx.Done():
-		return 0
-	case <-slots:
-		return 1
-	}
 }
 
 // acquire takes at least one slot (waiting for it) and then every other free one; it
@@ -637,6 +681,7 @@ func (w *Worker) watchCancels(ctx context.Context) {
 		run := strings.TrimPrefix(e.Key(), workflow.CancelKey(""))
 		w.mu.Lock()
 		defer w.mu.Unlock()
+		defer func() { w.nCancels.Store(int32(len(w.cancels))) }()
 		if e.Operation() != jetstream.KeyValuePut {
 			delete(w.cancels, run)
 			return
@@ -645,8 +690,13 @@ func (w *Worker) watchCancels(ctx context.Context) {
 			counting.Go(func() { w.countCancelled(ctx, run) })
 		}
 		w.cancels[run] = true
-		for rs := range w.running[run] {
-			rs.cancel(ErrRunCancelled)
+		w.nCancels.Store(int32(len(w.cancels)))
+		for _, c := range w.inflight {
+			if c.run == run {
+				if cancel := c.cancel.Load(); cancel != nil {
+					(*cancel)(ErrRunCancelled)
+				}
+			}
 		}
 	})
 }
@@ -679,58 +729,52 @@ func (w *Worker) countCancelled(ctx context.Context, run string) {
 	}
 }
 
+// cancelled reports whether the watch saw a cancel of run. While no run is cancelled, as
+// almost always, it takes no lock.
 func (w *Worker) cancelled(run string) bool {
+	if w.nCancels.Load() == 0 {
+		return false
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.cancels[run]
 }
 
-// track registers a running handler's cancel for run cancels; the returned func removes it.
-func (w *Worker) track(run string, cancel context.CancelCauseFunc) func() {
-	rs := &runningStep{cancel: cancel}
-	w.mu.Lock()
-	m := w.running[run]
-	if m == nil {
-		m = map[*runningStep]struct{}{}
-		w.running[run] = m
-	}
-	m[rs] = struct{}{}
-	if w.cancels[run] {
-		cancel(ErrRunCancelled)
-	}
-	w.mu.Unlock()
-	return func() {
-		w.mu.Lock()
-		delete(m, rs)
-		if len(m) == 0 {
-			delete(w.running, run)
-		}
-		w.mu.Unlock()
-	}
-}
-
-// inflight is a step this worker is processing: which message and which dispatch.
+// inflight is a step this worker is processing: which message, which dispatch, which run.
 type inflight struct {
 	seq      uint64
 	dispatch string
+	run      string
 }
 
-// claim marks a step in flight in this worker. When the same step (same dispatch) is already
-// in flight here, it returns that one: a second copy of a step must not run its handler twice
-// at once.
-func (w *Worker) claim(key string, f inflight) (inflight, bool) {
+// claimed is a step's entry among the steps in flight; cancel, while its handler runs,
+// cancels the handler's context (see stepRun.track).
+type claimed struct {
+	inflight
+	key    string
+	cancel atomic.Pointer[context.CancelCauseFunc]
+}
+
+// claim marks a step in flight in this worker and returns its entry. When the same step is
+// already in flight here, it returns that one and false: a second copy of a step must not run
+// its handler twice at once.
+func (w *Worker) claim(key string, f inflight) (*claimed, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if cur, busy := w.inflight[key]; busy {
 		return cur, false
 	}
-	w.inflight[key] = f
-	return f, true
+	c := &claimed{inflight: f, key: key}
+	w.inflight[key] = c
+	return c, true
 }
 
-func (w *Worker) unclaim(key string) {
+// unclaim removes the entry claim made.
+func (w *Worker) unclaim(c *claimed) {
 	w.mu.Lock()
-	delete(w.inflight, key)
+	if w.inflight[c.key] == c {
+		delete(w.inflight, c.key)
+	}
 	w.mu.Unlock()
 }
 

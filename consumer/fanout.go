@@ -1,0 +1,170 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/fastjson"
+	"github.com/jetflow-dev/jetflow/producer"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// fanOut is step 6: it publishes the children this node releases, deciding joins with CAS
+// writes only, and ends the run when the last sink is done.
+func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
+	children := s.def.Children(s.env.Node)
+	if len(children) == 0 {
+		return s.sinkDone(ctx)
+	}
+	var runInput json.RawMessage
+	for _, c := range children {
+		child := s.def.Lookup(c)
+		nodes := map[string]json.RawMessage{s.env.Node: out}
+		if len(child.Needs) > 1 {
+			complete, err := s.w.store.Join(s.ops(ctx), workflow.JoinKey(s.env.RunID, c), s.env.Node, child.Needs)
+			if err != nil {
+				return err
+			}
+			if !complete {
+				continue
+			}
+			if s.w.at(pointJoinComplete) {
+				return errDead
+			}
+			for _, p := range child.Needs {
+				if p == s.env.Node {
+					continue
+				}
+				pst, _, err := s.w.store.Node(s.ops(ctx), s.env.RunID, p)
+				if err != nil {
+					return err
+				}
+				if pst == nil || pst.Status != checkpoint.StatusDone {
+					return fmt.Errorf("join of %s is complete but parent %s is not done", c, p)
+				}
+				nodes[p] = pst.Output
+			}
+		}
+		if runInput == nil {
+			runInput = runInputOf(s.env.Input)
+		}
+		input, err := producer.EncodeNodeInput(runInput, nodes)
+		if err != nil {
+			return err
+		}
+		env := &workflow.Envelope{RunID: s.env.RunID, Workflow: s.env.Workflow, Def: s.env.Def, Node: c, Input: input, Dispatch: workflow.DispatchFirst}
+		if _, err := producer.Publish(s.ops(ctx), s.w.js, s.w.cfg.Names, child.Type, env); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// runInputOf returns the run's input from a node input ({"input": …, "nodes": …}): read off
+// its front when the node input starts with it, as every node input the engine writes does,
+// without decoding the parents' outputs that follow; otherwise decoded. null when absent.
+func runInputOf(nodeInput json.RawMessage) json.RawMessage {
+	if v, ok := fastjson.LeadingField(nodeInput, "input"); ok {
+		return v
+	}
+	var in struct {
+		Input json.RawMessage `json:"input"`
+	}
+	if err := json.Unmarshal(nodeInput, &in); err != nil || in.Input == nil {
+		return json.RawMessage("null")
+	}
+	return in.Input
+}
+
+// sinkDone joins this sink into sinks.<run> and ends the run completed when all are done.
+func (s *stepRun) sinkDone(ctx context.Context) error {
+	sinks := s.def.Sinks()
+	if len(sinks) > 1 {
+		complete, err := s.w.store.Join(s.ops(ctx), workflow.SinksKey(s.env.RunID), s.env.Node, sinks)
+		if err != nil || !complete {
+			return err
+		}
+		if s.w.at(pointSinksComplete) {
+			return errDead
+		}
+	}
+	return s.endRun(ctx, checkpoint.EndCompleted, "")
+}
+
+// endRun creates the run's end (an existing one is kept) and, when this call wrote it,
+// reports the run's duration. A completed end replaces a failed one: every sink is done, so
+// every node is, and the failed end was left by a node that died and was replayed since (a
+// worker that wrote dead, then its end after the replay had looked for one).
+func (s *stepRun) endRun(ctx context.Context, status, reason string) error {
+	at := time.Now().UTC()
+	end := &checkpoint.End{Status: status, Reason: reason, At: at}
+	created, err := s.w.store.CreateEnd(s.ops(ctx), s.env.RunID, end)
+	if err != nil {
+		return err
+	}
+	if !created && status == checkpoint.EndCompleted {
+		if created, err = s.replaceFailedEnd(ctx, end); err != nil {
+			return err
+		}
+	}
+	if !created {
+		return nil
+	}
+	if _, nop := s.w.cfg.Observer.(nopObserver); nop {
+		return nil // nobody measures run durations
+	}
+	if began, ok := runCreated(s.env.RunID); ok {
+		s.w.cfg.Observer.RunFinished(s.env.Workflow, status, at.Sub(began))
+	} else if r, err := s.w.store.Run(ctx, s.env.RunID); err == nil {
+		s.w.cfg.Observer.RunFinished(s.env.Workflow, status, at.Sub(r.Created))
+	}
+	return nil
+}
+
+// replaceFailedEnd replaces a failed end of the run with end (completed), at the revision
+// read; it reports whether it did. Any other end is kept.
+func (s *stepRun) replaceFailedEnd(ctx context.Context, end *checkpoint.End) (bool, error) {
+	for range checkpoint.MaxCASRetries {
+		cur, rev, err := s.w.store.End(ctx, s.env.RunID)
+		if err != nil {
+			return false, err
+		}
+		if cur == nil {
+			if created, err := s.w.store.CreateEnd(ctx, s.env.RunID, end); err != nil || created {
+				return created, err
+			}
+			continue
+		}
+		if cur.Status != checkpoint.EndFailed {
+			return false, nil
+		}
+		s.logger().Info("run's failed end replaced: every node is done", "was", cur.Reason)
+		switch err := s.w.store.UpdateEnd(ctx, s.env.RunID, end, rev); {
+		case err == nil:
+			return true, nil
+		case !errors.Is(err, checkpoint.ErrConflict):
+			return false, err
+		}
+	}
+	return false, fmt.Errorf("%w: end of run %s kept changing", checkpoint.ErrConflict, s.env.RunID)
+}
+
+// runCreated is when a run whose ID is a UUIDv7 (the IDs the engine makes) was created, read
+// from the ID itself: a run's end needs no read of its record to report its duration.
+func runCreated(id string) (time.Time, bool) {
+	if len(id) != 36 {
+		return time.Time{}, false
+	}
+	u, err := uuid.Parse(id)
+	if err != nil || u.Version() != 7 {
+		return time.Time{}, false
+	}
+	sec, nsec := u.Time().UnixTime()
+	return time.Unix(sec, nsec), true
+}
