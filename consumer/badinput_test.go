@@ -191,6 +191,20 @@ func TestBadInputCatalogue(t *testing.T) {
 		}
 	}
 
+	// What an undecodable step still says is kept: its workflow and node from the subject, its
+	// run from the body when the body names a valid one.
+	for _, e := range entries {
+		undecodable := strings.HasPrefix(e.Reason, "malformed: body") || strings.HasPrefix(e.Reason, "malformed: envelope") ||
+			strings.HasPrefix(e.Reason, "malformed: bad")
+		switch {
+		case !undecodable:
+		case e.Workflow != "cat" || e.Node != "a":
+			t.Errorf("malformed entry %d (%s): workflow %q node %q, want the subject's", e.ID, e.Reason, e.Workflow, e.Node)
+		case strings.HasPrefix(e.Reason, "malformed: envelope version 2") && e.RunID == "":
+			t.Errorf("malformed entry %d (%s): the body's run ID is lost", e.ID, e.Reason)
+		}
+	}
+
 	// The worker still works.
 	if end := f.waitEnd(f.start("cat", `{"after":"garbage"}`), 20*time.Second); end.Status != checkpoint.EndCompleted {
 		t.Fatalf("a good run after the garbage ended %s", end.Status)

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -392,6 +393,8 @@ func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg
 	f := dlq.Failure{Reason: reason, Worker: w.cfg.ID, StreamSeq: meta.Sequence.Stream, Subject: msg.Subject(), Error: reason}
 	if env != nil {
 		f.Workflow, f.Node, f.RunID = env.Workflow, env.Node, env.RunID
+	} else {
+		f.Workflow, f.Node, f.RunID = w.whatItSays(msg)
 	}
 	if _, err := dlq.Publish(ctx, w.js, w.cfg.Names, msg.Data(), f); err != nil {
 		w.log.Error("cannot move malformed message to the DLQ; retrying", "type", ts.typ, "err", err)
@@ -400,4 +403,22 @@ func (w *Worker) malformed(ctx context.Context, ts *typeState, msg jetstream.Msg
 	}
 	w.log.Warn("malformed message moved to the DLQ", "type", ts.typ, "subject", msg.Subject(), "reason", reason)
 	_ = msg.Term()
+}
+
+// whatItSays is what an undecodable step message still tells: its workflow and node from its
+// subject (<prefix>.step.<type>.<workflow>.<node>), and its run when the body is JSON with a
+// valid run_id. An operator then finds the entry by run and workflow like any other.
+func (w *Worker) whatItSays(msg jetstream.Msg) (wf, node, run string) {
+	if rest, ok := strings.CutPrefix(msg.Subject(), w.cfg.Names.Prefix()+".step."); ok {
+		if parts := strings.Split(rest, "."); len(parts) == 3 {
+			wf, node = parts[1], parts[2]
+		}
+	}
+	var body struct {
+		RunID string `json:"run_id"`
+	}
+	if json.Unmarshal(msg.Data(), &body) == nil && workflow.ValidRunID(body.RunID) {
+		run = body.RunID
+	}
+	return wf, node, run
 }
