@@ -28,6 +28,9 @@ const (
 	ProbeLease = time.Minute
 	// ProbeWait is how long a step waits while other workers probe a half-open key.
 	ProbeWait = time.Second
+	// DefaultIdleAfter is how long a closed key with no failures and no call goes unused
+	// before its worker forgets its breaker.
+	DefaultIdleAfter = 10 * time.Minute
 )
 
 // Settings configures the breaker of one key. Zero fields take the defaults.
@@ -89,6 +92,11 @@ type Options struct {
 	OnState func(key string, state State)
 	// Clock returns the time (default time.Now).
 	Clock func() time.Time
+	// IdleAfter is how long a closed key with no failures, no shared trip and no call in
+	// flight goes uncalled before the Set drops its breaker (default 10 min), so keys made
+	// from templates (an http node's URL host) do not pile up. A dropped key starts afresh,
+	// closed, on its next call.
+	IdleAfter time.Duration
 }
 
 // State of a key as this worker sees it.
@@ -112,12 +120,20 @@ type Set struct {
 	now    func() time.Time
 
 	mu     sync.RWMutex
-	local  map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]
+	local  map[string]*local
+	swept  time.Time        // when newLocal last looked for idle breakers
 	trips  map[string]*Trip // by sanitised bucket key
 	counts map[string]int   // shared consecutive failures, by sanitised bucket key
 	ntrips atomic.Int32     // len(trips), read without the lock on every step
 	nstrk  atomic.Int32     // len(counts), read without the lock on every success
 	ready  chan struct{}
+}
+
+// local is this worker's breaker of one key, with what tells whether it is idle.
+type local struct {
+	cb       *gobreaker.TwoStepCircuitBreaker[struct{}]
+	used     atomic.Int64 // unix nanoseconds of the last admitted call
+	inFlight atomic.Int32 // admitted calls not Done yet
 }
 
 // countPrefix starts the bucket keys that count a closed key's consecutive failures across
@@ -146,8 +162,9 @@ func New(kv jetstream.KeyValue, worker string, opts Options) *Set {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	opts.IdleAfter = cmp.Or(opts.IdleAfter, DefaultIdleAfter)
 	return &Set{kv: kv, worker: worker, opts: opts, log: opts.Logger, now: opts.Clock,
-		local: map[string]*gobreaker.TwoStepCircuitBreaker[struct{}]{}, trips: map[string]*Trip{}, counts: map[string]int{},
+		local: map[string]*local{}, trips: map[string]*Trip{}, counts: map[string]int{},
 		ready: make(chan struct{})}
 }
 
@@ -239,6 +256,7 @@ type Ticket struct {
 	key   string // the bucket key
 	st    Settings
 	done  func(error)
+	lb    *local // the local breaker that admitted the call (closed path)
 	probe string // the claimed probe slot, when the call is a half-open probe
 }
 
@@ -263,6 +281,7 @@ func (t *Ticket) Done(ctx context.Context, err error) {
 	}
 	if t.done != nil {
 		t.done(err)
+		t.lb.inFlight.Add(-1)
 	}
 	if t.st.CoolDownOnly {
 		return
@@ -307,14 +326,16 @@ func (s *Set) Allow(ctx context.Context, st Settings) (*Ticket, time.Duration, e
 		return nil, 0, nil
 	}
 	if cb == nil {
-		cb = s.newLocal(bk, st)
+		cb = s.newLocal(bk, st, now)
 	}
-	done, err := cb.Allow()
+	done, err := cb.cb.Allow()
 	if err != nil {
 		// Tripped here an instant ago; the shared record is on its way.
 		return nil, st.OpenFor, nil
 	}
-	return &Ticket{set: s, key: bk, st: st, done: done}, 0, nil
+	cb.inFlight.Add(1)
+	cb.used.Store(now.UnixNano())
+	return &Ticket{set: s, key: bk, st: st, done: done, lb: cb}, 0, nil
 }
 
 // OpenUntil reports whether st's key is open now, as this worker sees it (a shared trip, or
@@ -330,7 +351,7 @@ func (s *Set) OpenUntil(st Settings) (time.Time, bool) {
 	if trip != nil && now.Before(trip.OpenUntil) {
 		return trip.OpenUntil, true
 	}
-	if trip == nil && cb != nil && cb.State() == gobreaker.StateOpen {
+	if trip == nil && cb != nil && cb.cb.State() == gobreaker.StateOpen {
 		return now.Add(st.OpenFor), true
 	}
 	return time.Time{}, false
@@ -419,11 +440,14 @@ func (s *Set) setCount(bk string, n int) {
 	s.nstrk.Store(int32(len(s.counts)))
 }
 
-func (s *Set) newLocal(bk string, st Settings) *gobreaker.TwoStepCircuitBreaker[struct{}] {
+func (s *Set) newLocal(bk string, st Settings, now time.Time) *local {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cb := s.local[bk]; cb != nil {
-		return cb
+	if lb := s.local[bk]; lb != nil {
+		return lb
+	}
+	if now.Sub(s.swept) >= s.opts.IdleAfter/4 {
+		s.evictIdle(now)
 	}
 	gs := gobreaker.Settings{
 		Name:        st.Key,
@@ -446,9 +470,26 @@ func (s *Set) newLocal(bk string, st Settings) *gobreaker.TwoStepCircuitBreaker[
 	if st.FailureRatio > 0 {
 		gs.Interval = st.OpenFor
 	}
-	cb := gobreaker.NewTwoStepCircuitBreaker[struct{}](gs)
-	s.local[bk] = cb
-	return cb
+	lb := &local{cb: gobreaker.NewTwoStepCircuitBreaker[struct{}](gs)}
+	lb.used.Store(now.UnixNano())
+	s.local[bk] = lb
+	return lb
+}
+
+// evictIdle drops the breakers of keys that are closed, have no failures here or
+// cluster-wide, no call in flight, and no call for IdleAfter. The map only grows in newLocal,
+// which calls it at most every IdleAfter/4, so the scan costs little per new key. s.mu is held.
+func (s *Set) evictIdle(now time.Time) {
+	s.swept = now
+	idle := now.Add(-s.opts.IdleAfter).UnixNano()
+	for bk, lb := range s.local {
+		if lb.inFlight.Load() > 0 || lb.used.Load() > idle || s.trips[bk] != nil || s.counts[bk] > 0 {
+			continue
+		}
+		if lb.cb.State() == gobreaker.StateClosed && lb.cb.Counts().ConsecutiveFailures == 0 {
+			delete(s.local, bk)
+		}
+	}
 }
 
 // trip writes (or extends) the shared record with compare-and-set; the winner owns the trip.

@@ -3,6 +3,7 @@ package breaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -236,4 +237,55 @@ func run(t *testing.T, sets ...*Set) {
 		<-s.Ready()
 	}
 	t.Cleanup(func() { cancel(); wg.Wait() })
+}
+
+// TestIdleBreakersAreEvicted: a worker calling many distinct keys (an http node whose URL
+// host comes from a template) keeps a breaker per key only while the key is in use. Once
+// keys have gone idle (closed, no failures, no call for ten minutes) the Set forgets them;
+// a key with a failure streak or a call in flight is kept.
+func TestIdleBreakersAreEvicted(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := New(bucket(t), "a", Options{Clock: clock})
+	run(t, s)
+	call := func(key string, err error) {
+		t.Helper()
+		tk, wait, aerr := s.Allow(ctx, Settings{Key: key})
+		if tk == nil || wait != 0 || aerr != nil {
+			t.Fatalf("closed key %s refused a call: wait %s, %v", key, wait, aerr)
+		}
+		tk.Done(ctx, err)
+	}
+	const keys = 200
+	for i := range keys {
+		call(fmt.Sprintf("host-%d.example.com", i), nil)
+	}
+	call("failing.example.com", errors.New("503"))
+	busy, _, err := s.Allow(ctx, Settings{Key: "busy.example.com"})
+	if busy == nil || err != nil {
+		t.Fatalf("busy key refused: %v", err)
+	}
+	if n := s.LocalBreakers(); n != keys+2 {
+		t.Fatalf("%d breakers after %d keys were called, want %d", n, keys+2, keys+2)
+	}
+	mu.Lock()
+	now = now.Add(11 * time.Minute)
+	mu.Unlock()
+	call("new.example.com", nil) // a new key: the Set looks for idle ones
+	if n := s.LocalBreakers(); n > 3 {
+		t.Fatalf("the Set holds %d breakers after %d keys went idle; want 3 (the failing key, the busy one, the new one)", n, keys)
+	}
+	s.mu.RLock()
+	_, failing := s.local["failing.example.com"]
+	_, inUse := s.local["busy.example.com"]
+	s.mu.RUnlock()
+	if !failing || !inUse {
+		t.Fatalf("evicted a key still needed: failing kept %v, busy kept %v", failing, inUse)
+	}
+	busy.Done(ctx, nil)
+	// The evicted keys work as before: a fresh breaker, closed.
+	call("host-7.example.com", nil)
 }
