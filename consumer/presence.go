@@ -45,7 +45,9 @@ type Presence struct {
 
 // presence keeps this worker's record fresh and counts the live workers of each type. It
 // watches the bucket, so a worker that joins or leaves changes the counts at once; records
-// not refreshed for three intervals (a crashed worker) stop counting.
+// not refreshed for three intervals (a crashed worker) stop counting, and are forgotten at
+// the next refresh: the bucket's TTL removes such a key without a word to watchers, so the
+// map would otherwise hold every worker that ever ran.
 type presence struct {
 	kv      jetstream.KeyValue
 	self    Presence
@@ -116,6 +118,12 @@ func (p *presence) refresh(ctx context.Context) {
 	}
 	p.mu.Lock()
 	p.others[p.key] = p.self
+	now := time.Now()
+	for k, o := range p.others {
+		if !o.live(now) {
+			delete(p.others, k)
+		}
+	}
 	p.mu.Unlock()
 }
 
