@@ -26,6 +26,11 @@ const (
 	DuplicateWindow      = 10 * time.Minute
 	AdvisoryRetention    = 7 * 24 * time.Hour
 	WorkerPresenceTTL    = 15 * time.Second
+	// MarkerTTL is how long the runs and breakers buckets keep the marker a purged key
+	// leaves (the reaper purges every key of a finished run; a closed breaker's keys go):
+	// long enough for a watcher that lost its connection for a moment to see the purge,
+	// short enough that purged keys do not pile up as markers for ever.
+	MarkerTTL = time.Hour
 )
 
 // Config says what to create.
@@ -121,12 +126,17 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 		cfg    jetstream.KeyValueConfig
 		direct bool
 	}{
-		{jetstream.KeyValueConfig{Bucket: n.RunsBucket(), Description: "jetflow runs, node states, joins and ends", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, false},
+		{jetstream.KeyValueConfig{Bucket: n.RunsBucket(), Description: "jetflow runs, node states, joins and ends", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, false},
 		{jetstream.KeyValueConfig{Bucket: n.WorkflowsBucket(), Description: "jetflow workflow registry", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, true},
-		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, false},
+		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, false},
 		{jetstream.KeyValueConfig{Bucket: n.WorkersBucket(), Description: "jetflow worker presence", History: 1, TTL: WorkerPresenceTTL, Storage: jetstream.FileStorage, Replicas: replicas}, true},
 	}
+	markers := markersSupported(ctx, js)
 	for _, b := range buckets {
+		if !markers && b.cfg.LimitMarkerTTL > 0 {
+			b.cfg.LimitMarkerTTL = 0
+			rep.add("bucket %s: purge markers are kept for ever (this server cannot expire them; nats-server 2.11 or later can)", b.cfg.Bucket)
+		}
 		if err := ensureBucket(ctx, js, b.cfg, b.direct, rep); err != nil {
 			return rep, err
 		}
@@ -179,8 +189,16 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 	return nil
 }
 
+// markersSupported reports whether the server can expire markers (JetStream API level 1,
+// nats-server 2.11).
+func markersSupported(ctx context.Context, js jetstream.JetStream) bool {
+	info, err := js.AccountInfo(ctx)
+	return err == nil && info.API.Level >= 1
+}
+
 // ensureBucket creates a KV bucket, or updates the stream behind an existing one without
-// going through the KV API (which would turn direct gets back on).
+// going through the KV API (which would turn direct gets back on). A marker TTL is given
+// to a bucket that has none; one an operator set is kept.
 func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig, direct bool, rep *Report) error {
 	stream := "KV_" + kc.Bucket
 	s, err := js.Stream(ctx, stream)
@@ -200,11 +218,17 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 	}
 	sc := s.CachedInfo().Config
 	want := cmp.Or(kc.Replicas, sc.Replicas)
-	if sc.AllowDirect == direct && sc.Replicas == want {
+	markers := kc.LimitMarkerTTL > 0 && sc.SubjectDeleteMarkerTTL == 0
+	if sc.AllowDirect == direct && sc.Replicas == want && !markers {
 		return nil
 	}
 	sc.AllowDirect = direct
 	sc.Replicas = want
+	if markers {
+		sc.AllowMsgTTL = true
+		sc.SubjectDeleteMarkerTTL = kc.LimitMarkerTTL
+		rep.add("bucket %s: purge markers now expire after %s", kc.Bucket, kc.LimitMarkerTTL)
+	}
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("update bucket %s: %w", kc.Bucket, err)
 	}

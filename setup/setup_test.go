@@ -91,3 +91,71 @@ func TestSetupRefusesWhatCannotChangeInPlace(t *testing.T) {
 		t.Fatalf("got %v, want a one-line error saying what cannot change", err)
 	}
 }
+
+// TestPurgeMarkersExpire: the runs and breakers buckets, whose keys are purged or deleted
+// one by one (the reaper, closed breakers), keep those markers for a while, not for ever:
+// a fresh setup creates them with a marker TTL, and setup gives one in place to buckets an
+// older setup made, keeping their keys.
+func TestPurgeMarkersExpire(t *testing.T) {
+	t.Parallel()
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	check := func(names workflow.Names, when string) {
+		t.Helper()
+		for _, bucket := range []string{names.RunsBucket(), names.BreakersBucket()} {
+			s, err := js.Stream(ctx, "KV_"+bucket)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := s.CachedInfo().Config
+			if !sc.AllowMsgTTL || sc.SubjectDeleteMarkerTTL <= 0 {
+				t.Errorf("%s: bucket %s keeps purge markers for ever (AllowMsgTTL %v, SubjectDeleteMarkerTTL %s)", when, bucket, sc.AllowMsgTTL, sc.SubjectDeleteMarkerTTL)
+			}
+		}
+	}
+	fresh := workflow.MustNames("fresh")
+	if _, err := setup.Run(ctx, js, setup.Config{Names: fresh}); err != nil {
+		t.Fatal(err)
+	}
+	check(fresh, "a fresh setup")
+
+	// Buckets an older setup made through the KV API, with no marker TTL and a key each.
+	old := workflow.MustNames("old")
+	for _, bucket := range []string{old.RunsBucket(), old.BreakersBucket()} {
+		kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, "kept", []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := setup.Run(ctx, js, setup.Config{Names: old}); err != nil {
+		t.Fatal(err)
+	}
+	check(old, "setup over an older install")
+	for _, bucket := range []string{old.RunsBucket(), old.BreakersBucket()} {
+		kv, err := js.KeyValue(ctx, bucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Get(ctx, "kept"); err != nil {
+			t.Errorf("bucket %s lost its key in the update: %v", bucket, err)
+		}
+	}
+	// An operator's own marker TTL is kept.
+	s, _ := js.Stream(ctx, "KV_"+old.RunsBucket())
+	sc := s.CachedInfo().Config
+	sc.SubjectDeleteMarkerTTL = 5 * time.Second
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := setup.Run(ctx, js, setup.Config{Names: old}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ = js.Stream(ctx, "KV_"+old.RunsBucket())
+	if got := s.CachedInfo().Config.SubjectDeleteMarkerTTL; got != 5*time.Second {
+		t.Errorf("setup changed a marker TTL an operator set: %s", got)
+	}
+}
