@@ -164,11 +164,7 @@ func (r *Reaper) Sweep(ctx context.Context) (int, error) {
 	if len(runs) == 0 {
 		return 0, nil
 	}
-	var purgeOpts []jetstream.KVDeleteOpt
-	if st, err := r.store.runs.Status(ctx); err == nil && st.LimitMarkerTTL() > 0 {
-		// Let the server drop the purge markers too, instead of keeping one per key forever.
-		purgeOpts = append(purgeOpts, jetstream.PurgeTTL(st.LimitMarkerTTL()))
-	}
+	purgeOpts := r.store.purgeOpts(ctx)
 	renewed := time.Now()
 	for i, run := range runs {
 		if time.Since(renewed) > r.cfg.Interval/2 {
@@ -198,17 +194,10 @@ func (r *Reaper) purgeRun(ctx context.Context, id string, cancelled bool, opts [
 			return fmt.Errorf("purge schedules of run %s: %w", id, err)
 		}
 	}
-	l, err := r.store.runs.ListKeysFiltered(ctx, workflow.RunKey(id), workflow.NodeKey(id, "*"), workflow.JoinKey(id, "*"),
+	keys, err := r.keysOf(ctx, workflow.RunKey(id), workflow.NodeKey(id, "*"), workflow.JoinKey(id, "*"),
 		workflow.SinksKey(id), workflow.ProgressKey(id, "*"), workflow.CancelKey(id))
 	if err != nil {
 		return fmt.Errorf("list keys of run %s: %w", id, err)
-	}
-	var keys []string
-	for k := range l.Keys() {
-		keys = append(keys, k)
-	}
-	if err := ctx.Err(); err != nil {
-		return err
 	}
 	keys = append(keys, workflow.EndKey(id))
 	for _, k := range keys {
@@ -217,6 +206,34 @@ func (r *Reaper) purgeRun(ctx context.Context, id string, cancelled bool, opts [
 		}
 	}
 	return nil
+}
+
+// keysOf lists the keys of the runs bucket that match filters, deleted ones included: a
+// delete marker (a dropped progress key, an end a replay deleted) is kept for ever unless it
+// is purged, and ListKeys skips it.
+func (r *Reaper) keysOf(ctx context.Context, filters ...string) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	w, err := r.store.runs.WatchFiltered(ctx, filters, jetstream.MetaOnly())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = w.Stop() }()
+	var keys []string
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("the watch stopped")
+			}
+			if e == nil {
+				return keys, nil
+			}
+			keys = append(keys, e.Key())
+		}
+	}
 }
 
 // acquire takes or renews the lease until now + Interval and returns its revision.

@@ -3,6 +3,7 @@ package checkpoint_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -164,5 +165,61 @@ func TestReaperRun(t *testing.T) {
 	bad := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Retention: -time.Hour})
 	if err := bad.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "Retention") {
 		t.Errorf("a negative retention: %v", err)
+	}
+}
+
+// TestReapedRunsLeaveNoMarkers: purging a finished run leaves markers that expire, so after
+// the reaper purged N runs the runs stream holds O(1) messages, not one marker per key of
+// every run ever reaped. Keys that were deleted rather than holding a value (a dropped
+// progress key, an end a replay deleted) are purged too.
+func TestReapedRunsLeaveNoMarkers(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	s, err := f.js.Stream(ctx, "KV_"+f.names.RunsBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A short marker TTL, so the test need not wait the hour setup gives.
+	sc := s.CachedInfo().Config
+	sc.AllowMsgTTL, sc.SubjectDeleteMarkerTTL = true, time.Second
+	if _, err := f.js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	const runs = 20
+	old := time.Now().UTC().Add(-8 * 24 * time.Hour)
+	for i := range runs {
+		id := fmt.Sprintf("marked-%d", i)
+		f.fullRun(id, checkpoint.EndCompleted, old)
+		// A progress key a retried node dropped: only its delete marker is left.
+		k := workflow.ProgressKey(id, "b")
+		if _, err := f.store.KV().Create(ctx, k, []byte(`{}`)); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.KV().Delete(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := func() uint64 {
+		info, err := s.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	if n := msgs(); n < 8*runs {
+		t.Fatalf("%d messages before the sweep, want at least %d", n, 8*runs)
+	}
+	r := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Owner: "a"})
+	if n, err := r.Sweep(ctx); err != nil || n != runs {
+		t.Fatalf("Sweep: %d, %v; want %d runs purged", n, err, runs)
+	}
+	// What is left is the reaper's lease: one message.
+	deadline := time.Now().Add(20 * time.Second)
+	for n := msgs(); n > 1; n = msgs() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the runs stream still holds %d messages 20 s after %d runs were reaped; want 1 (the lease)", n, runs)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -34,6 +35,8 @@ type Store struct {
 
 	defMu sync.RWMutex
 	defs  map[string]*workflow.Workflow
+
+	markerTTL atomic.Int64 // the runs bucket's marker TTL once read: -1 none, 0 not read yet
 }
 
 // Open binds the buckets of an installation that `setup` created.
@@ -58,6 +61,28 @@ func bindErr(bucket string, err error) error {
 
 // KV returns the runs bucket, for watchers.
 func (s *Store) KV() jetstream.KeyValue { return s.runs }
+
+// purgeOpts are the options of a purge in the runs bucket: when the bucket has a marker TTL
+// (setup gives it one), the purge marker gets it too and expires, instead of staying for
+// ever. The bucket's setting is read once.
+func (s *Store) purgeOpts(ctx context.Context) []jetstream.KVDeleteOpt {
+	ttl := s.markerTTL.Load()
+	if ttl == 0 {
+		st, err := s.runs.Status(ctx)
+		if err != nil {
+			return nil // read again next time
+		}
+		ttl = -1
+		if d := st.LimitMarkerTTL(); d > 0 {
+			ttl = int64(d)
+		}
+		s.markerTTL.Store(ttl)
+	}
+	if ttl < 0 {
+		return nil
+	}
+	return []jetstream.KVDeleteOpt{jetstream.PurgeTTL(time.Duration(ttl))}
+}
 
 // get reads key into v and returns its revision; a missing key is ErrNotFound.
 func get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
