@@ -152,6 +152,22 @@ func (s *Store) PutNode(ctx context.Context, run, node string, n *Node, rev uint
 	return put(ctx, s.runs, workflow.NodeKey(run, node), n, rev)
 }
 
+// DropProgress removes the progress a node saved, if it saved any: a missing key writes
+// nothing (a delete would leave a marker per call). The purge's marker expires with the
+// bucket's marker TTL.
+func (s *Store) DropProgress(ctx context.Context, run, node string) error {
+	key := workflow.ProgressKey(run, node)
+	if _, err := s.runs.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("read %s: %w", key, err)
+	}
+	if err := s.runs.Purge(ctx, key, s.purgeOpts(ctx)...); err != nil {
+		return fmt.Errorf("purge %s: %w", key, err)
+	}
+	return nil
+}
+
 // End reads a run's end; nil when the run has not ended.
 func (s *Store) End(ctx context.Context, run string) (*End, uint64, error) {
 	var e End

@@ -66,14 +66,15 @@ func (s *stepRun) saveProgress(ctx context.Context, b []byte) error {
 	return errors.New("save progress: the progress key keeps changing (is another attempt of this step running?)")
 }
 
-// dropProgress deletes the progress of a completed node when there may be some: this
-// attempt used it, or an earlier attempt or delivery ran (and may have saved some). The
-// happy path, a first attempt on a first delivery that saved nothing, writes nothing.
+// dropProgress removes the progress of a completed node when there is some: this attempt
+// read or saved it, or, when this attempt never looked, an earlier attempt or delivery ran
+// and the key is there. A node with no progress writes nothing (not even a delete marker);
+// the happy path, a first attempt on a first delivery, does not even read.
 func (s *stepRun) dropProgress(ctx context.Context, attempt int) {
 	s.progressMu.Lock()
-	used := s.progressUsed
+	used, held := s.progressUsed, s.progressRev != 0
 	s.progressMu.Unlock()
-	if used || attempt > 1 || s.meta.NumDelivered > 1 {
-		_ = s.w.store.KV().Delete(ctx, s.progressKey())
+	if held || !used && (attempt > 1 || s.meta.NumDelivered > 1) {
+		_ = s.w.store.DropProgress(ctx, s.env.RunID, s.env.Node)
 	}
 }
