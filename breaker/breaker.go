@@ -126,6 +126,7 @@ type Set struct {
 	counts map[string]int   // shared consecutive failures, by sanitised bucket key
 	ntrips atomic.Int32     // len(trips), read without the lock on every step
 	nstrk  atomic.Int32     // len(counts), read without the lock on every success
+	marker atomic.Int64     // the bucket's marker TTL (ns), read by Run; 0: none or not yet
 	ready  chan struct{}
 }
 
@@ -196,6 +197,9 @@ func BucketKey(key string) string {
 
 // Run watches the breakers bucket until ctx ends, keeping every trip in memory.
 func (s *Set) Run(ctx context.Context) error {
+	if st, err := s.kv.Status(ctx); err == nil {
+		s.marker.Store(int64(st.LimitMarkerTTL()))
+	}
 	once := sync.Once{}
 	defer once.Do(func() { close(s.ready) })
 	kvwatch.Follow(ctx, func(ctx context.Context) (jetstream.KeyWatcher, error) { return s.kv.WatchAll(ctx) },
@@ -389,7 +393,7 @@ func (s *Set) countFailure(ctx context.Context, bk string, st Settings) {
 		if c.Failures >= int(st.ConsecutiveFailures) {
 			s.trip(ctx, bk, st, "breaker", st.OpenFor)
 			if rev != 0 {
-				_ = s.kv.Delete(ctx, ck, jetstream.LastRevision(rev))
+				_ = s.remove(ctx, ck, rev)
 			}
 			s.setCount(bk, 0)
 			return
@@ -421,7 +425,7 @@ func (s *Set) endStreak(ctx context.Context, bk string) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := s.kv.Delete(ctx, countPrefix+bk); err != nil {
+	if err := s.remove(ctx, countPrefix+bk, 0); err != nil {
 		s.log.Warn("breaker: cannot reset the failure count", "key", bk, "err", err)
 		return
 	}
@@ -608,7 +612,7 @@ func (s *Set) probeDone(ctx context.Context, bk, id string, st Settings, err err
 			if json.Unmarshal(e.Value(), &t) == nil && s.now().Before(t.OpenUntil) {
 				return // re-opened by someone else meanwhile
 			}
-			if derr := s.kv.Delete(ctx, bk, jetstream.LastRevision(e.Revision())); derr == nil {
+			if derr := s.remove(ctx, bk, e.Revision()); derr == nil {
 				s.mu.Lock()
 				delete(s.trips, bk)
 				delete(s.local, bk)
@@ -657,6 +661,20 @@ func (s *Set) Open() []Trip {
 // Tripped reports whether any key is open or half-open now, as this worker sees it: one
 // atomic load, so a step with no breaker of its own skips the check while nothing is.
 func (s *Set) Tripped() bool { return s.ntrips.Load() > 0 }
+
+// remove deletes key (only at revision rev when rev > 0). When the bucket has a marker TTL
+// (setup gives it one) it purges instead, with that TTL on the marker, so keys that come and
+// go (a failure streak, a trip) leave nothing behind for good; a delete's marker would stay.
+func (s *Set) remove(ctx context.Context, key string, rev uint64) error {
+	var opts []jetstream.KVDeleteOpt
+	if rev > 0 {
+		opts = append(opts, jetstream.LastRevision(rev))
+	}
+	if ttl := time.Duration(s.marker.Load()); ttl > 0 {
+		return s.kv.Purge(ctx, key, append(opts, jetstream.PurgeTTL(ttl))...)
+	}
+	return s.kv.Delete(ctx, key, opts...)
+}
 
 // put creates key (rev 0) or updates it at rev with v as JSON; conflict says another writer
 // got there first (read again and retry).

@@ -289,3 +289,73 @@ func TestIdleBreakersAreEvicted(t *testing.T) {
 	// The evicted keys work as before: a fresh breaker, closed.
 	call("host-7.example.com", nil)
 }
+
+// TestClosedKeysLeaveNoMarkers: a failure streak that ends, or a trip that closes, removes
+// its key from the breakers bucket with a marker that expires; many keys coming and going
+// (templated hosts) do not leave one marker each in the stream for ever.
+func TestClosedKeysLeaveNoMarkers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", time.Second)
+	_, js := srv.Connect(t)
+	stream, err := js.Stream(ctx, "KV_"+names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A short marker TTL, so the test need not wait the hour setup gives.
+	sc := stream.CachedInfo().Config
+	sc.AllowMsgTTL, sc.SubjectDeleteMarkerTTL = true, time.Second
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, names.BreakersBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(kv, "a", Options{})
+	run(t, s)
+	call := func(st Settings, err error) {
+		t.Helper()
+		tk, wait, aerr := s.Allow(ctx, st)
+		if tk == nil || wait != 0 || aerr != nil {
+			t.Fatalf("key %s refused a call: wait %s, %v", st.Key, wait, aerr)
+		}
+		tk.Done(ctx, err)
+	}
+	const keys = 30
+	for i := range keys {
+		// One failure writes the key's shared count; the success after it removes it.
+		st := Settings{Key: fmt.Sprintf("host-%d.example.com", i)}
+		call(st, errors.New("503"))
+		natstest.Eventually(t, 5*time.Second, func() bool { s.mu.RLock(); defer s.mu.RUnlock(); return s.counts[BucketKey(st.Key)] == 1 },
+			"the count of %s was not written", st.Key)
+		call(st, nil)
+	}
+	// A cool-down that a successful probe closes removes the trip the same way.
+	st := Settings{Key: "cooled.example.com"}
+	s.CoolDown(ctx, st, 10*time.Millisecond)
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		tk, _, _ := s.Allow(ctx, st)
+		if tk == nil {
+			return false
+		}
+		tk.Done(ctx, nil)
+		return true
+	}, "no probe after the cool-down")
+	natstest.Eventually(t, 5*time.Second, func() bool { return !s.Tripped() }, "the probe did not close the key")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		info, err := stream.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the breakers stream still holds %d messages 20 s after %d keys came and went; want none", info.State.Msgs, keys+1)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
