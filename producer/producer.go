@@ -122,12 +122,12 @@ func appendNodeInput(input json.RawMessage, nodes map[string]json.RawMessage) ([
 }
 
 // Start starts a run of the registered workflow name with input (JSON; empty means null)
-// and returns its ID.
+// and returns its ID. The ID comes back with an error too, whenever it is known (always,
+// unless opts.ID is invalid or no UUID could be made): after the run record is written, a
+// failed publish of the roots leaves the run to be finished by a Start with that ID and the
+// same input (which publishes the roots again, deduplicated), or, within the steps
+// stream's duplicate window, by the reaper (checkpoint.Reaper).
 func (p *Producer) Start(ctx context.Context, name string, input []byte, opts StartOptions) (string, error) {
-	input, err := CheckInput(input, p.cfg.MaxInputBytes)
-	if err != nil {
-		return "", err
-	}
 	id := opts.ID
 	if id == "" {
 		u, err := uuid.NewV7()
@@ -138,12 +138,16 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	} else if !workflow.ValidRunID(id) {
 		return "", fmt.Errorf("%w: run ID %q: use 1 to 64 letters, digits, '_' or '-'", ErrBadInput, workflow.OneLine(id, 80))
 	}
+	input, err := CheckInput(input, p.cfg.MaxInputBytes)
+	if err != nil {
+		return id, err
+	}
 	ref, err := p.store.WorkflowRef(ctx, name)
 	if errors.Is(err, checkpoint.ErrNotFound) {
-		return "", fmt.Errorf("%w %q: apply it first with `jetflow workflows apply FILE`", ErrUnknownWorkflow, name)
+		return id, fmt.Errorf("%w %q: apply it first with `jetflow workflows apply FILE`", ErrUnknownWorkflow, name)
 	}
 	if err != nil {
-		return "", err
+		return id, err
 	}
 	if p.cfg.Tracer != nil {
 		var span trace.Span
@@ -156,37 +160,64 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	if err := p.store.CreateRun(ctx, rec); errors.Is(err, checkpoint.ErrConflict) {
 		old, err := p.store.Run(ctx, id)
 		if err != nil {
-			return "", fmt.Errorf("read run %s: %w", id, err)
+			return id, fmt.Errorf("read run %s: %w", id, err)
 		}
 		if old.Workflow != name || !bytes.Equal(old.Input, input) {
-			return "", fmt.Errorf("%w: run %s exists with another workflow or input", ErrRunExists, id)
+			return id, fmt.Errorf("%w: run %s exists with another workflow or input", ErrRunExists, id)
 		}
 		rec, fresh = old, false
 	} else if err != nil {
-		return "", fmt.Errorf("record run %s: %w", id, err)
+		return id, fmt.Errorf("record run %s: %w", id, err)
+	}
+	// From here on the run exists: an error says how to finish it.
+	unfinished := func(err error) error {
+		return fmt.Errorf("run %s is recorded but its first steps may not be published: %w (start it again with the same ID and input to finish)", id, err)
 	}
 	def, err := p.store.Definition(ctx, rec.Def)
 	if err != nil {
-		return "", fmt.Errorf("definition of %s: %w", name, err)
+		return id, unfinished(fmt.Errorf("definition of %s: %w", name, err))
 	}
 	nodeInput, err := EncodeNodeInput(input, map[string]json.RawMessage{})
 	if err != nil {
-		return "", err
+		return id, unfinished(err)
 	}
 	for _, n := range def.Roots() {
 		env := &workflow.Envelope{RunID: id, Workflow: name, Def: rec.Def, Node: n.Name, Input: nodeInput, Dispatch: workflow.DispatchFirst}
-		dup, err := p.Publish(ctx, n.Type, env)
+		dup, retried, err := p.publishRoot(ctx, n.Type, env)
 		if err != nil {
-			return "", err
+			return id, unfinished(err)
 		}
-		if dup && fresh {
-			return "", fmt.Errorf("%w: step %s of new run %s was already stored", ErrDuplicate, n.Name, id)
+		if dup && fresh && !retried {
+			return id, fmt.Errorf("%w: step %s of new run %s was already stored", ErrDuplicate, n.Name, id)
 		}
 	}
 	if fresh && p.cfg.OnStart != nil {
 		p.cfg.OnStart(name)
 	}
 	return id, nil
+}
+
+// publishAttempts is how many times Start publishes a root step before giving up.
+const publishAttempts = 3
+
+// publishRoot publishes a root step, trying again after a failure the broker may recover from
+// (a timeout, no responders during a leader election); not after the server refused the
+// step. retried says an earlier attempt failed, so a duplicate may be that attempt's.
+func (p *Producer) publishRoot(ctx context.Context, nodeType string, env *workflow.Envelope) (dup, retried bool, err error) {
+	for attempt := 1; ; attempt++ {
+		dup, err = p.Publish(ctx, nodeType, env)
+		var apiErr *jetstream.APIError
+		if err == nil || attempt == publishAttempts || errors.As(err, &apiErr) || ctx.Err() != nil {
+			return dup, attempt > 1, err
+		}
+		t := time.NewTimer(time.Duration(attempt) * 250 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false, true, err
+		case <-t.C:
+		}
+	}
 }
 
 // CheckInput checks that input is one JSON value of at most max bytes (0: the default) and

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
@@ -58,5 +59,93 @@ func TestStartWithTheSameIDStartsOneRun(t *testing.T) {
 	id, err := p.Start(ctx, "two-roots", nil, producer.StartOptions{})
 	if err != nil || len(id) != 36 || id[14] != '7' {
 		t.Fatalf("generated ID %q is not a UUIDv7 (%v)", id, err)
+	}
+}
+
+// fixture is a server set up for jetflow with a store, a producer and a one-root workflow.
+type fixture struct {
+	t     *testing.T
+	srv   *natstest.Server
+	names workflow.Names
+	js    jetstream.JetStream
+	store *checkpoint.Store
+	prod  *producer.Producer
+}
+
+func setup(t *testing.T) *fixture {
+	t.Helper()
+	srv := natstest.Start(t)
+	names := srv.Setup(t, "jetflow", time.Second)
+	_, js := srv.Connect(t)
+	store, err := checkpoint.Open(context.Background(), js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wf := workflow.New("one")
+	wf.Node("a", "noop")
+	if _, _, err := store.ApplyWorkflow(context.Background(), wf); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{t: t, srv: srv, names: names, js: js, store: store, prod: producer.New(js, store, producer.Config{Names: names})}
+}
+
+// refuseSteps makes the steps stream refuse every step (too large) while on is true, and
+// take them again after.
+func (f *fixture) refuseSteps(on bool) {
+	f.t.Helper()
+	ctx := context.Background()
+	s, err := f.js.Stream(ctx, f.names.StepsStream())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	sc := s.CachedInfo().Config
+	sc.MaxMsgSize = -1
+	if on {
+		sc.MaxMsgSize = 16
+	}
+	if _, err := f.js.UpdateStream(ctx, sc); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// steps is how many messages the steps stream holds.
+func (f *fixture) steps() uint64 {
+	f.t.Helper()
+	s, err := f.js.Stream(context.Background(), f.names.StepsStream())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return info.State.Msgs
+}
+
+// TestStartReturnsTheIDOfARunItCouldNotFinish: when the run record is written but its root
+// step cannot be published, Start still returns the run's ID with the error, so the caller
+// can start it again with that ID (which publishes the roots) or look at it.
+func TestStartReturnsTheIDOfARunItCouldNotFinish(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	f.refuseSteps(true)
+	id, err := f.prod.Start(ctx, "one", []byte(`{"k":1}`), producer.StartOptions{})
+	if err == nil {
+		t.Fatal("Start succeeded while the steps stream refuses every step")
+	}
+	if id == "" {
+		t.Fatalf("Start returned no run ID with its error (%v): the run record it wrote cannot be found again", err)
+	}
+	if _, err := f.store.Run(ctx, id); err != nil {
+		t.Fatalf("run %s has no record: %v", id, err)
+	}
+	f.refuseSteps(false)
+	again, err := f.prod.Start(ctx, "one", []byte(`{"k":1}`), producer.StartOptions{ID: id})
+	if err != nil || again != id {
+		t.Fatalf("starting again with the returned ID: %q, %v", again, err)
+	}
+	if n := f.steps(); n != 1 {
+		t.Fatalf("%d steps stored after the second start, want the root once", n)
 	}
 }
