@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,7 +25,12 @@ import (
 const (
 	DefaultRetention      = 7 * 24 * time.Hour
 	DefaultReaperInterval = time.Hour
+	DefaultOrphanGrace    = time.Minute
 )
+
+// orphanMargin is kept between the oldest run record Repair looks at and the edge of the
+// steps stream's duplicate window, for clock skew between the reaper and the server.
+const orphanMargin = 2 * time.Minute
 
 // LeaseKey is the key in the runs bucket of the reaper's cluster-wide lease.
 const LeaseKey = "reaper.lease"
@@ -44,12 +50,16 @@ type ReaperConfig struct {
 	Owner string
 	// Logger receives what Run does (default: discard).
 	Logger *slog.Logger
+	// OrphanGrace is how old a run record must be before Repair publishes root steps it
+	// finds missing, and how often Run repairs (default 1 min).
+	OrphanGrace time.Duration
 }
 
 // WithDefaults returns c with zero fields filled in.
 func (c ReaperConfig) WithDefaults() ReaperConfig {
 	c.Retention = cmp.Or(c.Retention, DefaultRetention)
 	c.Interval = cmp.Or(c.Interval, DefaultReaperInterval)
+	c.OrphanGrace = cmp.Or(c.OrphanGrace, DefaultOrphanGrace)
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
@@ -71,12 +81,15 @@ func (c ReaperConfig) validate() error {
 		return errors.New("checkpoint: ReaperConfig.Retention must be positive")
 	case c.Interval < 0:
 		return errors.New("checkpoint: ReaperConfig.Interval must be positive")
+	case c.OrphanGrace < 0:
+		return errors.New("checkpoint: ReaperConfig.OrphanGrace must be positive")
 	}
 	return nil
 }
 
 // Reaper purges finished runs from the runs bucket a retention after their end (DESIGN.md
-// "Names on the broker"), skipping runs that still have DLQ entries. Any number of workers may
+// "Names on the broker"), skipping runs that still have DLQ entries, and repairs runs whose
+// start was cut short between the run record and its root steps. Any number of workers may
 // run one: a lease key lets one sweep at a time, cluster-wide.
 type Reaper struct {
 	js    jetstream.JetStream
@@ -84,6 +97,9 @@ type Reaper struct {
 	names workflow.Names
 	cfg   ReaperConfig
 	err   error // a bad config, returned by Run and Sweep
+
+	mu     sync.Mutex
+	cursor uint64 // runs-stream sequence of the last run record Repair looked at
 }
 
 // NewReaper returns a reaper of the runs in store; js reads the DLQ and steps streams.
@@ -98,34 +114,196 @@ type lease struct {
 	Until time.Time `json:"until"`
 }
 
-// Run sweeps now and then every Interval until ctx ends, then gives up the lease. A failed
-// sweep is logged and tried again at the next tick; Run returns nil when ctx ends.
+// Run sweeps now and then every Interval, and repairs now and then every OrphanGrace, until
+// ctx ends, then gives up the lease. A failed sweep or repair is logged and tried again at
+// the next tick; Run returns nil when ctx ends.
 func (r *Reaper) Run(ctx context.Context) error {
 	if r.err != nil {
 		return r.err
 	}
 	log := r.cfg.Logger
-	t := time.NewTicker(r.cfg.Interval)
-	defer t.Stop()
+	sweep := time.NewTicker(r.cfg.Interval)
+	defer sweep.Stop()
+	repair := time.NewTicker(r.cfg.OrphanGrace)
+	defer repair.Stop()
 	defer r.release()
-	for {
-		n, err := r.Sweep(ctx)
+	for tick := sweep.C; ; {
+		if tick == sweep.C {
+			n, err := r.Sweep(ctx)
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, ErrLeaseHeld):
+				log.Debug("reaper: another worker sweeps this interval")
+			case err != nil:
+				log.Warn("reaper: sweep failed; trying again at the next interval", "err", err)
+			case n > 0:
+				log.Info("reaper: purged finished runs", "runs", n, "retention", r.cfg.Retention)
+			}
+		}
+		n, err := r.Repair(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, ErrLeaseHeld):
-			log.Debug("reaper: another worker sweeps this interval")
 		case err != nil:
-			log.Warn("reaper: sweep failed; trying again at the next interval", "err", err)
+			log.Warn("reaper: repair of cut-short starts failed; trying again", "err", err)
 		case n > 0:
-			log.Info("reaper: purged finished runs", "runs", n, "retention", r.cfg.Retention)
+			log.Warn("reaper: published the root steps of runs whose start was cut short", "runs", n)
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-t.C:
+		case <-sweep.C:
+			tick = sweep.C
+		case <-repair.C:
+			tick = repair.C
 		}
 	}
+}
+
+// Repair finishes the starts that were cut short: a run record written without its root
+// steps (the producer failed or died in between) would stay running with no step for ever.
+// It reads the run records written since it last looked that are at least OrphanGrace old,
+// and publishes each one's root steps with their usual msg-id (<run>.<node>). A root that was
+// stored is a duplicate the steps stream drops, so Repair only looks at records younger than
+// the stream's duplicate window (less a margin for clock skew): beyond it a root still
+// queued could not be told from a missing one. A run whose definition is gone is ended
+// failed. Repair reports how many runs it published steps for or ended; ErrLeaseHeld if
+// another reaper holds the lease.
+func (r *Reaper) Repair(ctx context.Context) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if _, err := r.acquire(ctx); err != nil {
+		return 0, err
+	}
+	steps, err := r.js.Stream(ctx, r.names.StepsStream())
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", r.names.StepsStream(), err)
+	}
+	now := r.cfg.Clock()
+	newest := now.Add(-r.cfg.OrphanGrace)
+	oldest := now.Add(-(steps.CachedInfo().Config.Duplicates - orphanMargin))
+	if !oldest.Before(newest) {
+		return 0, nil // the duplicate window is too short to publish safely
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cfg := jetstream.OrderedConsumerConfig{
+		FilterSubjects:    []string{"$KV." + r.store.runs.Bucket() + "." + workflow.RunKey("*")},
+		DeliverPolicy:     jetstream.DeliverByStartTimePolicy,
+		OptStartTime:      &oldest,
+		InactiveThreshold: 30 * time.Second, // one a minute: let the server drop it soon
+	}
+	if r.cursor > 0 {
+		cfg.DeliverPolicy, cfg.OptStartTime, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, nil, r.cursor+1
+	}
+	stream := "KV_" + r.store.runs.Bucket()
+	s, err := r.js.Stream(ctx, stream)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", stream, err)
+	}
+	c, err := s.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return 0, fmt.Errorf("read %s: %w", stream, err)
+	}
+	if info := c.CachedInfo(); info != nil && info.NumPending == 0 {
+		return 0, nil
+	}
+	repaired := 0
+	for {
+		batch, err := c.FetchNoWait(100)
+		if err != nil {
+			return repaired, fmt.Errorf("read %s: %w", stream, err)
+		}
+		n, pending := 0, uint64(0)
+		for msg := range batch.Messages() {
+			n++
+			meta, err := msg.Metadata()
+			if err != nil {
+				return repaired, fmt.Errorf("read %s: %w", stream, err)
+			}
+			if meta.Timestamp.After(newest) {
+				return repaired, nil // younger than the grace: the next repair looks again
+			}
+			r.cursor, pending = meta.Sequence.Stream, meta.NumPending
+			var run Run
+			if meta.Timestamp.Before(oldest) || msg.Headers().Get("KV-Operation") != "" || json.Unmarshal(msg.Data(), &run) != nil {
+				continue
+			}
+			done, err := r.repairRun(ctx, &run)
+			if err != nil {
+				r.cursor = meta.Sequence.Stream - 1 // look at it again next time
+				return repaired, err
+			}
+			if done {
+				repaired++
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) {
+			return repaired, fmt.Errorf("read %s: %w", stream, err)
+		}
+		if n == 0 || pending == 0 {
+			return repaired, nil
+		}
+	}
+}
+
+// repairRun publishes the root steps of run that the steps stream does not have (it drops
+// the others as duplicates), and reports whether it published any; a run whose definition
+// is gone is ended failed instead.
+func (r *Reaper) repairRun(ctx context.Context, run *Run) (bool, error) {
+	def, err := r.store.Definition(ctx, run.Def)
+	if errors.Is(err, ErrNotFound) {
+		return r.store.CreateEnd(ctx, run.ID, &End{Status: EndFailed, At: r.cfg.Clock().UTC(),
+			Reason: fmt.Sprintf("the run's definition %s of workflow %s is gone, so its steps were never published: apply the workflow and start the run again", run.Def, run.Workflow)})
+	}
+	if err != nil {
+		return false, err
+	}
+	in := run.Input
+	if len(in) == 0 {
+		in = json.RawMessage("null")
+	}
+	input, err := json.Marshal(struct {
+		Input json.RawMessage            `json:"input"`
+		Nodes map[string]json.RawMessage `json:"nodes"`
+	}{in, map[string]json.RawMessage{}})
+	if err != nil {
+		return false, fmt.Errorf("input of run %s: %w", run.ID, err)
+	}
+	published := false
+	for _, n := range def.Roots() {
+		env := &workflow.Envelope{RunID: run.ID, Workflow: run.Workflow, Def: run.Def, Node: n.Name, Input: input, Dispatch: workflow.DispatchFirst}
+		dup, err := r.publishStep(ctx, n.Type, env)
+		if err != nil {
+			return published, err
+		}
+		if !dup {
+			r.cfg.Logger.Warn("reaper: published a root step its start never stored", "run", run.ID, "node", n.Name)
+			published = true
+		}
+	}
+	return published, nil
+}
+
+// publishStep publishes a first dispatch as the producer does (same subject, msg-id and
+// headers) and reports whether the steps stream already had it.
+func (r *Reaper) publishStep(ctx context.Context, nodeType string, env *workflow.Envelope) (bool, error) {
+	body, err := env.Encode()
+	if err != nil {
+		return false, err
+	}
+	msg := &nats.Msg{Subject: r.names.StepSubject(nodeType, env.Workflow, env.Node), Header: nats.Header{}, Data: body}
+	msg.Header.Set(workflow.HeaderMsgID, env.MsgID())
+	msg.Header.Set(workflow.HeaderRun, env.RunID)
+	msg.Header.Set(workflow.HeaderNode, env.Node)
+	ack, err := r.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("publish step %s of run %s: %w", env.Node, env.RunID, err)
+	}
+	return ack.Duplicate, nil
 }
 
 // Sweep purges, once, every key of each run that ended at least Retention ago and has no DLQ

@@ -223,3 +223,84 @@ func TestReapedRunsLeaveNoMarkers(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestReaperRepairsCutShortStarts: Repair publishes the roots of a run record past the
+// grace whose roots the steps stream never stored, once (the msg-id dedups every later
+// try); it leaves a young record to its producer, and ends failed a run whose definition
+// is gone.
+func TestReaperRepairsCutShortStarts(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx := context.Background()
+	wf := workflow.New("two-roots")
+	wf.Node("a", "noop")
+	wf.Node("b", "noop")
+	wf.Node("c", "noop", "a", "b")
+	hash, _, err := f.store.ApplyWorkflow(ctx, wf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, def := range map[string]string{"cut-short": hash, "no-def": "0000"} {
+		if err := f.store.CreateRun(ctx, &checkpoint.Run{ID: id, Workflow: "two-roots", Def: def, Input: []byte(`{"k":1}`), Created: time.Now().UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	steps, err := f.js.Stream(ctx, f.names.StepsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stored := func() uint64 {
+		info, err := steps.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	at := func(d time.Duration, owner string) *checkpoint.Reaper {
+		return checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Owner: owner, Clock: func() time.Time { return time.Now().Add(d) }})
+	}
+	// Within the grace the producer may still be publishing: nothing happens.
+	if n, err := at(0, "a").Repair(ctx); err != nil || n != 0 || stored() != 0 {
+		t.Fatalf("repair within the grace: %d runs, %v, %d steps stored; want nothing done", n, err, stored())
+	}
+	r := at(2*time.Minute, "a")
+	if n, err := r.Repair(ctx); err != nil || n != 2 {
+		t.Fatalf("repair: %d runs, %v; want 2 (one published, one ended)", n, err)
+	}
+	if n := stored(); n != 2 {
+		t.Fatalf("%d steps stored, want the 2 roots of cut-short", n)
+	}
+	for _, node := range []string{"a", "b"} {
+		m, err := steps.GetLastMsgForSubject(ctx, f.names.StepSubject("noop", "two-roots", node))
+		if err != nil {
+			t.Fatalf("root %s: %v", node, err)
+		}
+		env, err := workflow.DecodeEnvelope(m.Data)
+		if err != nil || env.RunID != "cut-short" || env.Dispatch != workflow.DispatchFirst || m.Header.Get(workflow.HeaderMsgID) != "cut-short."+node ||
+			string(env.Input) != `{"input":{"k":1},"nodes":{}}` {
+			t.Fatalf("root %s: envelope %+v (%v), msg-id %q", node, env, err, m.Header.Get(workflow.HeaderMsgID))
+		}
+	}
+	end, _, err := f.store.End(ctx, "no-def")
+	if err != nil || end == nil || end.Status != checkpoint.EndFailed || !strings.Contains(end.Reason, "definition 0000") {
+		t.Fatalf("the run whose definition is gone: end %+v (%v), want failed naming the definition", end, err)
+	}
+	// Again, and from another reaper that starts reading afresh: the roots are not stored twice.
+	if n, err := r.Repair(ctx); err != nil || n != 0 {
+		t.Fatalf("second repair: %d, %v; want nothing to do", n, err)
+	}
+	if n, err := at(3*time.Minute, "a").Repair(ctx); err != nil || n != 0 || stored() != 2 {
+		t.Fatalf("another reaper's repair: %d runs, %v, %d steps stored; want nothing new", n, err, stored())
+	}
+	// Past the duplicate window a queued root cannot be told from a missing one: left alone.
+	if err := f.store.CreateRun(ctx, &checkpoint.Run{ID: "too-old", Workflow: "two-roots", Def: hash, Input: []byte(`null`), Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := at(9*time.Minute, "a").Repair(ctx); err != nil || n != 0 || stored() != 2 {
+		t.Fatalf("repair past the duplicate window: %d runs, %v, %d steps stored; want nothing done", n, err, stored())
+	}
+	// Another owner finds the lease held.
+	if _, err := at(3*time.Minute, "b").Repair(ctx); !errors.Is(err, checkpoint.ErrLeaseHeld) {
+		t.Fatalf("a second reaper's repair: %v, want ErrLeaseHeld", err)
+	}
+}

@@ -3,6 +3,7 @@ package producer_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -147,5 +149,51 @@ func TestStartReturnsTheIDOfARunItCouldNotFinish(t *testing.T) {
 	}
 	if n := f.steps(); n != 1 {
 		t.Fatalf("%d steps stored after the second start, want the root once", n)
+	}
+}
+
+// TestOrphanRunIsRepaired: a run whose record was written but whose root step never was (the
+// producer failed or died in between) is not left `running` for ever: the reaper publishes
+// its root, and a worker completes it.
+func TestOrphanRunIsRepaired(t *testing.T) {
+	t.Parallel()
+	f := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.refuseSteps(true)
+	if _, err := f.prod.Start(ctx, "one", nil, producer.StartOptions{ID: "orphan-1"}); err == nil {
+		t.Fatal("Start succeeded while the steps stream refuses every step")
+	}
+	f.refuseSteps(false)
+	if n := f.steps(); n != 0 {
+		t.Fatalf("%d steps stored, want none", n)
+	}
+	// The reaper, two minutes on: the record is past the grace.
+	later := func() time.Time { return time.Now().Add(2 * time.Minute) }
+	r := checkpoint.NewReaper(f.js, f.store, f.names, checkpoint.ReaperConfig{Clock: later, Owner: "test-reaper"})
+	// Take the lease before the worker's own reaper (which runs on the real clock) can.
+	if _, err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	wg.Go(func() { _ = r.Run(ctx) })
+	w, err := consumer.New(f.js, f.store, consumer.Config{Names: f.names, PollWait: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("noop", func(context.Context, *consumer.Step) (any, error) { return "ran", nil })
+	wg.Go(func() { _ = w.Run(ctx) })
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	end, err := f.store.WaitEnd(wctx, "orphan-1")
+	if err != nil {
+		t.Fatalf("the orphan run never ended: %v", err)
+	}
+	if end.Status != checkpoint.EndCompleted {
+		t.Fatalf("the orphan run ended %s (%s), want completed", end.Status, end.Reason)
+	}
+	if st, _, err := f.store.Node(ctx, "orphan-1", "a"); err != nil || st == nil || string(st.Output) != `"ran"` {
+		t.Fatalf("root state %+v (%v), want done with the handler's output", st, err)
 	}
 }
