@@ -1,4 +1,4 @@
-//go:build chaos && linux
+//go:build (chaos || chaosquick) && linux
 
 package chaos
 

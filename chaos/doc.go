@@ -5,10 +5,13 @@
 // promise") against the broker and the ledger, and reports in Jepsen's vocabulary: ok, lost,
 // duplicated, unexplained.
 //
-// The package has tests only. TestChaosQuick (a few runs of four scenarios on one node) runs
-// in CI within a few minutes; the whole suite needs the chaos build tag:
+// The package has tests only. TestChaosQuick (a few runs of four scenarios on one node) is
+// part of `go test ./...`; the build tag chaosquick adds every scenario of the table in
+// scenarios_test.go at its quick size and the bug reproductions (CI runs them, a few minutes);
+// the build tag chaos runs every scenario at size:
 //
 //	go test ./chaos/ -run TestChaosQuick -timeout 6m
+//	go test -tags chaosquick ./chaos/ -skip '^TestChaosQuick$' -timeout 10m
 //	go test -tags chaos ./chaos/ -run . -timeout 30m
 //
 // RELIABILITY.md at the repository root holds the figures and what they mean.

@@ -12,7 +12,9 @@ import (
 )
 
 // The scenarios, each bounded in runs, faults and time. quick_test.go runs four of them with
-// few runs on one node (CI); chaos_test.go runs all eight at size (build tag chaos).
+// few runs on one node (go test ./...); every scenario in the table below runs at its full
+// size in TestChaos (build tag chaos) and at its quick size in TestChaosEveryScenarioQuick
+// (build tag chaosquick, which CI runs).
 
 // size is how big a scenario runs.
 type size struct {
@@ -21,6 +23,56 @@ type size struct {
 	faults  int           // faults injected (at most)
 	gap     time.Duration // between two starts
 	within  time.Duration // how long the runs may take to end once started
+}
+
+// scenario is one entry of the table: a name, the function, and its two sizes.
+type scenario struct {
+	name  string
+	run   func(t *testing.T, sz size) *report
+	full  size // TestChaos (build tag chaos)
+	quick size // TestChaosEveryScenarioQuick (build tag chaosquick, CI): a few runs, a fault or two
+}
+
+// scenarios is every chaos scenario. A scenario added here runs in the long suite and, at its
+// quick size, in CI; one without a quick size fails TestChaosEveryScenarioQuick.
+var scenarios = []scenario{
+	{name: "1-worker-kill", run: scenarioWorkerKill,
+		full:  size{runs: 120, workers: 4, faults: 20, gap: 150 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 20, workers: 3, faults: 5, gap: 150 * time.Millisecond, within: 90 * time.Second}},
+	{name: "2-zombie", run: scenarioZombie,
+		full:  size{runs: 60, workers: 3, faults: 4, gap: 400 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 12, workers: 3, faults: 1, gap: 400 * time.Millisecond, within: 90 * time.Second}},
+	{name: "3-hang", run: scenarioHang,
+		full:  size{runs: 20, workers: 3, gap: 200 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 4, workers: 3, gap: 200 * time.Millisecond, within: 90 * time.Second}},
+	{name: "4-poison", run: scenarioPoison,
+		full:  size{runs: 60, workers: 3, faults: 3, gap: 150 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 12, workers: 3, faults: 1, gap: 150 * time.Millisecond, within: 90 * time.Second}},
+	{name: "5-server-kill", run: scenarioServerKill,
+		full:  size{runs: 80, workers: 3, faults: 3, gap: 200 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 25, workers: 3, faults: 1, gap: 200 * time.Millisecond, within: 90 * time.Second}},
+	{name: "6-leader-kill", run: scenarioLeaderKill,
+		full:  size{runs: 80, workers: 3, faults: 2, gap: 200 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 25, workers: 3, faults: 1, gap: 200 * time.Millisecond, within: 2 * time.Minute}},
+	{name: "7-flaky", run: scenarioFlaky,
+		full:  size{runs: 100, workers: 3, gap: 100 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 20, workers: 3, gap: 100 * time.Millisecond, within: 90 * time.Second}},
+	{name: "8-duplicates", run: scenarioDuplicates,
+		full:  size{runs: 60, workers: 3, faults: 200, gap: 150 * time.Millisecond, within: 4 * time.Minute},
+		quick: size{runs: 12, workers: 3, faults: 40, gap: 150 * time.Millisecond, within: 90 * time.Second}},
+}
+
+// runScenarios runs every scenario of the table as a subtest, at the size pick chooses.
+func runScenarios(t *testing.T, pick func(scenario) size) {
+	for _, sc := range scenarios {
+		t.Run(sc.name, func(t *testing.T) {
+			sz := pick(sc)
+			if sz.runs == 0 || sz.workers == 0 || sz.within == 0 {
+				t.Fatalf("scenario %s has no size here (runs, workers and within are required): %+v", sc.name, sz)
+			}
+			sc.run(t, sz)
+		})
+	}
 }
 
 // diamond is a → (b, c) → d: a join, so joins are tested under the faults too.
