@@ -1,10 +1,10 @@
 # jetflow — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help test race lint bench fuzz chaos build dev browser
+.PHONY: help test race lint bench fuzz chaos chaosquick ci build dev browser
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
 
 build: ## build the jetflow binary into ./bin
 	$(GO) build -o bin/jetflow ./cmd/jetflow
@@ -28,16 +28,14 @@ lint: ## gofmt, go vet, and golangci-lint when installed
 bench: ## engine vs hand-written JetStream pipeline: 8 alternating pairs, median ratio
 	bash scripts/bench-ratio.sh 8 minimal
 
-fuzz: ## every fuzz target for 30 s (decoders of outside input)
-	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzDecodeEnvelope$$' -fuzztime 30s
-	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 30s
-	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 30s
-	$(GO) test ./nodes -run '^$$' -fuzz '^FuzzParseRetryAfter$$' -fuzztime 30s
-	$(GO) test ./dlq -run '^$$' -fuzz '^FuzzFromMsg$$' -fuzztime 30s
-	$(GO) test ./workflow -run '^$$' -fuzz '^FuzzEnvelopeFastPath$$' -fuzztime 30s
-	$(GO) test ./checkpoint -run '^$$' -fuzz '^FuzzNodeJSON$$' -fuzztime 30s
-	$(GO) test ./producer -run '^$$' -fuzz '^FuzzEncodeNodeInput$$' -fuzztime 30s
-	$(GO) test ./internal/fastjson -run '^$$' -fuzz '^FuzzAppendRaw$$' -fuzztime 30s
+fuzz: ## every fuzz target for 30 s (found in the code: scripts/fuzz.sh; CI runs 10 s each)
+	bash scripts/fuzz.sh 30
 
 chaos: fuzz ## the long suite: fuzzing, then every chaos scenario (about 6 min)
 	$(GO) test -tags chaos -count=1 ./chaos/ -run . -timeout 30m -v
+
+chaosquick: ## every chaos scenario at its quick size and the bug reproductions, as CI (about 3 min)
+	$(GO) test -tags chaosquick -count=1 ./chaos/ -skip '^TestChaosQuick$$' -timeout 10m -v
+
+ci: ## what CI runs (.ci/run): vet, gofmt, the suite, chaosquick, 10 s fuzzing, with a summary
+	bash .ci/run
