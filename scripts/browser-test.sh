@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Browser test of the dashboard, in headless Chromium (Debian package `chromium`, installed
-# here when missing; where it cannot be installed the test is skipped with a message).
+# here when missing; where it cannot be installed the test is skipped with a message — except
+# in CI, CI=true, where that is a failure: exit 1, here and in the Go test).
 #
 # The test is TestBrowserDashboard in cmd/jetflow: it runs the real `jetflow dev`, drives
 # Chromium through the DevTools protocol (chromedp) to see a completed and a failed run, open
@@ -11,6 +12,7 @@
 # Usage: scripts/browser-test.sh                 install Chromium if needed, run the test
 #        scripts/browser-test.sh --install-only  install Chromium if needed, nothing else (CI)
 # Env:   CHROMIUM (the browser; default chromium or chromium-browser on PATH).
+#        CI=true: a Chromium that cannot be installed fails (exit 1) instead of skipping.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -35,7 +37,13 @@ if [ -z "$browser" ]; then
 	fi
 	browser=$(command -v chromium || command -v chromium-browser || true)
 	if [ -z "$browser" ]; then
-		echo "SKIP: headless Chromium is not installed and could not be installed (apt-get install chromium; see /tmp/jetflow-apt.log)"
+		why="headless Chromium is not installed and could not be installed (apt-get install chromium; see /tmp/jetflow-apt.log)"
+		if [ "${CI:-}" = true ]; then
+			echo "FAIL: $why; CI (CI=true) must run the browser test" >&2
+			[ -s /tmp/jetflow-apt.log ] && tail -n 20 /tmp/jetflow-apt.log >&2
+			exit 1
+		fi
+		echo "SKIP: $why"
 		exit 0
 	fi
 fi
