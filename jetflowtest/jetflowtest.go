@@ -78,7 +78,7 @@ var errLostCheckpoint = errors.New("jetflowtest: the result of this call was los
 // Check drives handler through the stress cases and returns what effects reports: the number
 // of side effects each idempotency key (Step.IdempotencyKey) produced in the handler's world.
 // An error means the check itself could not run (the report is then nil).
-func Check(ctx context.Context, handler consumer.HandlerFunc, effects func() map[string]int, opts Options) (*Report, error) {
+func Check(ctx context.Context, handler consumer.HandlerFunc, effects func() map[string]int, opts Options) (_ *Report, err error) {
 	opts.Steps = cmp.Or(opts.Steps, 20)
 	opts.Timeout = cmp.Or(opts.Timeout, 2*time.Minute)
 	if opts.Input == nil {
@@ -91,7 +91,7 @@ func Check(ctx context.Context, handler consumer.HandlerFunc, effects func() map
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	srv, err := embedded.Start(embedded.Options{StoreDir: dir, Port: -1})
 	if err != nil {
 		return nil, err
@@ -158,7 +158,12 @@ func Check(ctx context.Context, handler consumer.HandlerFunc, effects func() map
 	wctx, stopWorker := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
-	defer func() { stopWorker(); <-done }()
+	defer func() {
+		stopWorker()
+		if werr := <-done; werr != nil && !errors.Is(werr, context.Canceled) && err == nil {
+			err = fmt.Errorf("worker: %w", werr)
+		}
+	}()
 
 	p := producer.New(js, store, producer.Config{Names: names})
 	order := rand.Perm(opts.Steps)

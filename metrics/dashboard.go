@@ -40,7 +40,7 @@ func templateFuncs() template.FuncMap {
 		"lat":   fmtLatency,
 		"pct":   func(f float64) string { return strconv.FormatFloat(100*f, 'f', 1, 64) + "%" },
 		"time":  fmtDateTime,
-		"timep": func(t *time.Time) string { return fmtTimePtr(t) },
+		"timep": fmtTimePtr,
 		"datetimep": func(t *time.Time) string {
 			if t == nil {
 				return "-"
@@ -51,7 +51,7 @@ func templateFuncs() template.FuncMap {
 		"json":     func(v any) string { b, _ := json.Marshal(v); return string(b) },
 		"pretty":   prettyJSON,
 		"rate":     func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
-		"join":     func(s []string) string { return joinComma(s) },
+		"join":     joinComma,
 		"replayID": func(id uint64) string { return `{"ids":[` + strconv.FormatUint(id, 10) + `]}` },
 	}
 }

@@ -206,7 +206,7 @@ func newHTTPCall(s *consumer.Step) (*httpCall, error) {
 		default:
 			j, err := json.Marshal(b)
 			if err != nil {
-				return c, fmt.Errorf("http: with.body cannot be sent as JSON: %v", err)
+				return c, fmt.Errorf("http: with.body cannot be sent as JSON: %w", err)
 			}
 			c.body = j
 			if c.header.Get("Content-Type") == "" {

@@ -12,7 +12,7 @@ import (
 func TestParseRetryAfter(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 3, 14, 15, 9, 26, 0, time.UTC)
-	at := func(d time.Duration) time.Time { return now.Add(d) }
+	at := now.Add
 	tests := []struct {
 		name string
 		v    string

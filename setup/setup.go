@@ -202,7 +202,8 @@ func markersSupported(ctx context.Context, js jetstream.JetStream) bool {
 func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig, direct bool, rep *Report) error {
 	stream := "KV_" + kc.Bucket
 	s, err := js.Stream(ctx, stream)
-	if errors.Is(err, jetstream.ErrStreamNotFound) {
+	switch {
+	case errors.Is(err, jetstream.ErrStreamNotFound):
 		kc.Replicas = cmp.Or(kc.Replicas, 1)
 		if _, err := js.CreateKeyValue(ctx, kc); err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("create bucket %s: %w", kc.Bucket, err)
@@ -211,9 +212,9 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 			return fmt.Errorf("bucket %s: %w", kc.Bucket, err)
 		}
 		rep.add("bucket %s: created", kc.Bucket)
-	} else if err != nil {
+	case err != nil:
 		return fmt.Errorf("bucket %s: %w", kc.Bucket, err)
-	} else {
+	default:
 		rep.add("bucket %s: up to date", kc.Bucket)
 	}
 	sc := s.CachedInfo().Config

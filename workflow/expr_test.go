@@ -412,7 +412,7 @@ func TestCompileExprCachesErrors(t *testing.T) {
 	src := "unknown_" + t.Name()
 	_, err1 := compileExpr(src)
 	_, err2 := compileExpr(src)
-	if err1 == nil || err1 != err2 {
+	if err1 == nil || err1 != err2 { //nolint:errorlint // the very same cached value, not a kind of error
 		t.Fatalf("errors %v and %v: want the same cached error", err1, err2)
 	}
 }

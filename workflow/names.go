@@ -154,7 +154,7 @@ func EndKey(runID string) string { return "end." + runID }
 // Keys in the workflows bucket.
 
 // WorkflowKey maps a workflow name to its current definition hash.
-func WorkflowKey(name string) string { return "wf." + name }
+func WorkflowKey(name string) string { return "wf." + name } //nolint:revive // one of RunKey, EndKey, DefinitionKey: Key alone would not say which
 
 // DefinitionKey holds the immutable definition with the given hash.
 func DefinitionKey(hash string) string { return "def." + hash }

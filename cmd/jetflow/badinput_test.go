@@ -61,7 +61,7 @@ func badCases(t *testing.T) []badCase {
 		{"unknown flag", []string{"start", "diamond", "--bogus"}, exitUsage, "--bogus", ""},
 		{"bad flag value", []string{"start", "diamond", "--wait", "--timeout", "soon"}, exitUsage, "soon", ""},
 		{"unknown command", []string{"frobnicate"}, exitUsage, "frobnicate", ""},
-		{"unknown command close to a real one", []string{"strat", "diamond"}, exitUsage, "strat", ""},
+		{"unknown command close to a real one", []string{"strat", "diamond"}, exitUsage, "strat", ""}, //nolint:misspell // the typo is the test
 		{"unknown subcommand", []string{"workflows", "frobnicate"}, exitUsage, "frobnicate", ""},
 		{"unknown runs subcommand", []string{"runs", "frobnicate"}, exitUsage, "frobnicate", ""},
 		{"unknown dlq subcommand", []string{"dlq", "frobnicate"}, exitUsage, "frobnicate", ""},

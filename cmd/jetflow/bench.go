@@ -229,13 +229,13 @@ func (a *app) benchTarget(cmd *cobra.Command) (target string, dial benchjs.Diale
 	}
 	srv, err := embedded.Start(embedded.Options{StoreDir: dir, Port: -1})
 	if err != nil {
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 		return "", nil, nil, failedErr(err)
 	}
 	stop = func() {
 		srv.Shutdown()
 		srv.WaitForShutdown()
-		os.RemoveAll(dir)
+		_ = os.RemoveAll(dir)
 	}
 	addr := srv.ClientURL()
 	dial = func(name string) (*nats.Conn, error) {

@@ -210,7 +210,7 @@ func TestPermSecRoles(t *testing.T) {
 				}
 			}
 			if n != 1 {
-				return fmt.Errorf("fetched %d steps, want 1 (%v)", n, batch.Error())
+				return fmt.Errorf("fetched %d steps, want 1 (%w)", n, batch.Error())
 			}
 			return nil
 		})
@@ -228,7 +228,7 @@ func TestPermSecRoles(t *testing.T) {
 				return fmt.Errorf("update %s: %w", key, err)
 			}
 			if e, err := kv.Get(ctx, key); err != nil || string(e.Value()) != `{"status":"done"}` {
-				return fmt.Errorf("get %s: %v", key, err)
+				return fmt.Errorf("get %s: %w", key, err)
 			}
 			return kv.Delete(ctx, key)
 		})

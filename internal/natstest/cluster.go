@@ -34,7 +34,7 @@ func freePorts(t testing.TB, n int) []int {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	for _, l := range ls {
-		l.Close()
+		_ = l.Close()
 	}
 	return ports
 }

@@ -88,8 +88,8 @@ func (ts *Server) start() {
 
 // Stop shuts the server down (as for a restart).
 func (ts *Server) Stop() {
-	ts.Server.Shutdown()
-	ts.Server.WaitForShutdown()
+	ts.Shutdown()
+	ts.WaitForShutdown()
 }
 
 // Restart starts the server again on the same port and store.

@@ -74,7 +74,7 @@ func run() error {
 			return nil, err
 		}
 		if f, err := os.OpenFile(filepath.Join(*markers, s.IdempotencyKey), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644); err == nil {
-			f.Close()
+			_ = f.Close()
 			time.Sleep(*hang) // ignores the context on purpose
 		}
 		if err := record(*ledger, s, id, "finish"); err != nil {
@@ -91,7 +91,7 @@ func record(path string, s *consumer.Step, id int, event string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	_, err = fmt.Fprintf(f, "%s %d %d %d %s %s %d\n", s.IdempotencyKey, s.Attempt, id, os.Getpid(), s.Node, event, time.Now().UnixMilli())
 	return err
 }
