@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -46,6 +47,9 @@ const (
 	faultServerKill = "nats-server SIGKILL"
 	faultLeaderKill = "steps leader SIGKILL"
 	faultDuplicate  = "duplicate publish"
+	// The runs bucket refuses every write for a while: it explains no re-run, since a
+	// broker error hands a step back marked, and a handler's result is held through it.
+	faultRunsOutage = "runs bucket refuses writes"
 )
 
 // fault is one injected (or observed) fault.
@@ -244,7 +248,7 @@ func (n *natsProc) waitListening(timeout time.Duration) error {
 			return nil
 		}
 		if p := n.proc(); p != nil && !p.alive() {
-			return fmt.Errorf("nats-server %s exited: %v\n%s", n.name, p.err, p.tail(2000))
+			return fmt.Errorf("nats-server %s exited: %w\n%s", n.name, p.err, p.tail(2000))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nats-server %s does not listen on %d after %s", n.name, n.port, timeout)
@@ -270,6 +274,7 @@ type runRef struct {
 // rig is one scenario's world: servers, workers, the ledger and the fault log.
 type rig struct {
 	t       *testing.T
+	opts    rigOptions
 	name    string
 	dir     string
 	tag     string // in every worker's environment, and so in every exec node's
@@ -300,9 +305,10 @@ type rig struct {
 
 var prefixChars = regexp.MustCompile(`[^a-z0-9_-]+`)
 
-// rigOptions choose the broker.
+// rigOptions choose the broker and the workers.
 type rigOptions struct {
-	cluster bool // three nats-server nodes, streams and buckets at R3
+	cluster     bool // three nats-server nodes, streams and buckets at R3
+	concurrency int  // each worker's --concurrency (default 8)
 }
 
 // newRig starts the servers, runs `jetflow setup`, and registers the cleanup that stops
@@ -315,6 +321,7 @@ func newRig(t *testing.T, name string, o rigOptions) *rig {
 	_, _ = rand.Read(tag[:])
 	r := &rig{
 		t:         t,
+		opts:      o,
 		name:      name,
 		dir:       t.TempDir(),
 		tag:       hex.EncodeToString(tag[:]),
@@ -553,7 +560,7 @@ func (r *rig) startWorker() (*worker, error) {
 	env := append(os.Environ(), "NATS_URL=", "JETFLOW_PREFIX=", "JETFLOW_CHAOS="+r.tag)
 	p, err := startProc(filepath.Join(r.dir, fmt.Sprintf("worker-%d.log", n)), env,
 		jetflowBin, "worker", "--nats", r.urls(), "--prefix", r.prefix,
-		"--concurrency", "8", "--drain-timeout", "2s", "-v")
+		"--concurrency", strconv.Itoa(cmp.Or(r.opts.concurrency, 8)), "--drain-timeout", "2s", "-v")
 	if err != nil {
 		return nil, err
 	}
@@ -899,4 +906,37 @@ func randN(n int) int {
 		v = v<<8 | uint64(c)
 	}
 	return int(v % uint64(n))
+}
+
+// refuseRunsWrites makes the runs bucket's stream refuse every new message for d, as a full
+// store would (MaxMsgs 1 under DiscardNew, and DiscardNewPerSubject), then puts its config
+// back. Reads keep working; the server drops no stored message to meet the lowered limit.
+func (r *rig) refuseRunsWrites(d time.Duration) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
+	defer cancel()
+	name := "KV_" + r.names.RunsBucket()
+	s, err := r.js.Stream(ctx, name)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	orig := s.CachedInfo().Config
+	full := orig
+	full.Discard = jetstream.DiscardNew
+	full.DiscardNewPerSubject = orig.MaxMsgsPerSubject > 0
+	full.MaxMsgs = 1
+	at := time.Now()
+	if _, err := r.js.UpdateStream(ctx, full); err != nil {
+		r.t.Fatalf("make %s refuse writes: %v", name, err)
+	}
+	select {
+	case <-time.After(d):
+	case <-r.ctx.Done():
+	}
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	if _, err := r.js.UpdateStream(rctx, orig); err != nil {
+		r.t.Fatalf("restore %s: %v", name, err)
+	}
+	r.fault(fault{kind: faultRunsOutage, at: at, until: time.Now()})
 }

@@ -60,6 +60,14 @@ var scenarios = []scenario{
 	{name: "8-duplicates", run: scenarioDuplicates,
 		full:  size{runs: 60, workers: 3, faults: 200, gap: 150 * time.Millisecond, within: 4 * time.Minute},
 		quick: size{runs: 12, workers: 3, faults: 40, gap: 150 * time.Millisecond, within: 90 * time.Second}},
+	// Issue #11, finding 3: handlers three times the ack wait, behind a backlog.
+	{name: "9-long-steps", run: scenarioLongSteps,
+		full:  size{runs: 16, workers: 2, faults: 2, within: 3 * time.Minute},
+		quick: size{runs: 10, workers: 2, faults: 1, within: 2 * time.Minute}}, // 6 runs did not fail on 6ef5e29
+	// Issue #11, finding 4: the runs bucket refuses writes for a while.
+	{name: "10-runs-outage", run: scenarioRunsOutage,
+		full:  size{runs: 20, workers: 2, faults: 1, within: 3 * time.Minute},
+		quick: size{runs: 8, workers: 2, faults: 1, within: 2 * time.Minute}},
 }
 
 // runScenarios runs every scenario of the table as a subtest, at the size pick chooses.
@@ -319,4 +327,51 @@ func scenarioDuplicates(t *testing.T, sz size) *report {
 		t.Errorf("no duplicate was published (%d steps seen)", d.seen.Load())
 	}
 	return rep
+}
+
+// scenarioLongSteps (9): handlers of 6 s, three times the ack wait, on two workers at
+// --concurrency 2, with a backlog of runs queued behind them; one worker SIGKILLed mid-way
+// (sz.faults times, each once the other has been running a while). A worker pulls only as
+// many steps as it has free slots, so no step waits in a client buffer past its ack wait:
+// no step runs twice on the healthy worker or beside itself, and only the killed worker's
+// steps run again.
+func scenarioLongSteps(t *testing.T, sz size) *report {
+	r := newRig(t, "long-steps", rigOptions{concurrency: 2})
+	r.applyWorkflow("long",
+		node{name: "a", timeout: "30s", env: map[string]string{"SLEEP": "6"}},
+		node{name: "b", needs: []string{"a"}, timeout: "30s", env: map[string]string{"SLEEP": "6"}})
+	r.keepWorkers(sz.workers)
+	r.startRuns("long", sz.runs, 0, "")
+	wait := every(9*time.Second, sz.faults, time.Now().Add(sz.within), func(int) {
+		if w := r.victim(false); w != nil {
+			r.killWorker(w)
+		}
+	})
+	wait()
+	return r.check(checkOptions{endWithin: sz.within})
+}
+
+// scenarioRunsOutage (10): the runs bucket refuses every write (as a full store would) for
+// 30 s — 15 s at the quick size — while runs of three 1 s steps are in flight, sz.faults
+// times. Broker errors hand steps back with a growing delay, marked, and results are held
+// through the outage: every run completes, nothing goes to the DLQ, nothing runs twice and
+// no crash is counted.
+func scenarioRunsOutage(t *testing.T, sz size) *report {
+	r := newRig(t, "runs-outage", rigOptions{})
+	r.applyWorkflow("three",
+		node{name: "a", env: map[string]string{"SLEEP": "1"}},
+		node{name: "b", needs: []string{"a"}, env: map[string]string{"SLEEP": "1"}},
+		node{name: "c", needs: []string{"b"}, env: map[string]string{"SLEEP": "1"}})
+	r.keepWorkers(sz.workers)
+	// Starting a run writes the runs bucket: every run is started before the outage.
+	r.startRuns("three", sz.runs, 50*time.Millisecond, "")
+	outage := 30 * time.Second
+	if sz.runs < 20 {
+		outage = 15 * time.Second
+	}
+	for range sz.faults {
+		time.Sleep(1500 * time.Millisecond)
+		r.refuseRunsWrites(outage)
+	}
+	return r.check(checkOptions{endWithin: sz.within})
 }
