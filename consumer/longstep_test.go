@@ -198,14 +198,6 @@ func TestLongStepsRunOnceOnTwoWorkers(t *testing.T) {
 // TestLongStepsNeverOverlapAcrossAKill (see longStepWorker).
 const longStepWorkerEnv = "JETFLOW_TEST_LONGSTEP_WORKER"
 
-func init() {
-	// The test binary re-executed as a worker process: it runs the worker in place of the
-	// tests, before TestMain.
-	if os.Getenv(longStepWorkerEnv) != "" {
-		os.Exit(longStepWorker())
-	}
-}
-
 // ledgerNote appends one line to the ledger at path. Every line is one write to a file opened
 // with O_APPEND, so the lines of several processes interleave whole, in the order written.
 func ledgerNote(path, format string, args ...any) {

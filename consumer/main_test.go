@@ -12,5 +12,9 @@ func TestMain(m *testing.M) {
 	if mode := os.Getenv(subprocessEnv); mode != "" {
 		os.Exit(subprocessWorker(mode))
 	}
+	// ... and as the long-step worker of TestLongStepsNeverOverlapAcrossAKill.
+	if os.Getenv(longStepWorkerEnv) != "" {
+		os.Exit(longStepWorker())
+	}
 	goleak.VerifyTestMain(m)
 }
