@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -204,7 +205,7 @@ func (r *Reaper) Repair(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", stream, err)
 	}
-	c, err := s.OrderedConsumer(ctx, cfg)
+	c, err := s.OrderedConsumer(ctx, kvwatch.ReadNow(cfg))
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", stream, err)
 	}
@@ -461,7 +462,7 @@ func (r *Reaper) dlqRuns(ctx context.Context) (map[string]bool, error) {
 	if s.CachedInfo().State.Msgs == 0 {
 		return out, nil
 	}
-	c, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true})
+	c, err := s.OrderedConsumer(ctx, kvwatch.ReadNow(jetstream.OrderedConsumerConfig{HeadersOnly: true}))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", r.names.DLQStream(), err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -134,7 +135,7 @@ func List(ctx context.Context, js jetstream.JetStream, names workflow.Names, f F
 		since := f.Since
 		cfg.OptStartTime = &since
 	}
-	c, err := s.OrderedConsumer(ctx, cfg)
+	c, err := s.OrderedConsumer(ctx, kvwatch.ReadNow(cfg))
 	if err != nil {
 		return nil, err
 	}

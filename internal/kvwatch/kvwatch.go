@@ -83,3 +83,13 @@ func Scan(ctx context.Context, kv jetstream.KeyValue, filters []string, fn func(
 		}
 	}
 }
+
+// ReadNow returns cfg for an ordered consumer that is read with Fetch, FetchNoWait or Next
+// (to read a stream's messages now, not to follow it). Each of those calls recreates the
+// consumer first, and jetstream retries a failed recreation for ever by default, without
+// a context: with the server gone, the call (and a worker waiting for it to stop) would
+// hang. ReadNow makes it try once; the call then returns the error.
+func ReadNow(cfg jetstream.OrderedConsumerConfig) jetstream.OrderedConsumerConfig {
+	cfg.MaxResetAttempts = 1
+	return cfg
+}

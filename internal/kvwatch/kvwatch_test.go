@@ -145,3 +145,40 @@ func TestScan(t *testing.T) {
 		t.Errorf("fn's error: %v", err)
 	}
 }
+
+// A fetch from an ordered consumer configured by ReadNow returns an error when the server is
+// gone, instead of recreating the consumer for ever (it hung a worker's shutdown: the
+// reaper's Repair waited in FetchNoWait while TestCrashPoints stopped the server).
+func TestReadNowFetchReturnsWhenTheServerIsGone(t *testing.T) {
+	srv := natstest.Start(t)
+	_, js := srv.Connect(t)
+	ctx := context.Background()
+	s, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "READNOW", Subjects: []string{"readnow.>"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := js.Publish(ctx, "readnow.x", []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := s.OrderedConsumer(ctx, ReadNow(jetstream.OrderedConsumerConfig{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Stop()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.FetchNoWait(10)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("FetchNoWait with the server gone returned no error")
+		}
+		t.Logf("FetchNoWait with the server gone: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("FetchNoWait did not return 2 minutes after the server stopped (it recreates the consumer for ever)")
+	}
+}
