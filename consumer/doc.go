@@ -9,7 +9,8 @@
 //
 // # The state machine, step by step
 //
-// Worker.pull fetches only as many steps as the worker has free slots, and Worker.process
+// Worker.pull fetches as many steps as the worker has free slots (and for short steps a queue's
+// worth more, kept alive while they wait: slots.go), and Worker.process
 // takes each delivery through DESIGN.md's numbered steps, one function each:
 //
 //  1. Decode: Worker.decode (process.go) — envelope, definition, node; malformed → DLQ.

@@ -275,7 +275,7 @@ type typeState struct {
 	cons       jetstream.Consumer
 	ackWait    time.Duration
 	maxDeliver int
-	slots      chan struct{}
+	slots      *slots
 
 	running     atomic.Int32 // steps of this type running now
 	limit       atomic.Int32 // health monitor's cap on running steps (0: Concurrency)
@@ -310,13 +310,10 @@ func (w *Worker) Run(ctx context.Context) error {
 			cons:       cons,
 			ackWait:    cmp.Or(info.Config.AckWait, jsetup.DefaultAckWait),
 			maxDeliver: info.Config.MaxDeliver,
-			slots:      make(chan struct{}, w.cfg.Concurrency),
+			slots:      newSlots(w.cfg.Concurrency),
 		}
 		if ts.maxDeliver <= 0 {
 			ts.maxDeliver = 1 << 30
-		}
-		for range w.cfg.Concurrency {
-			ts.slots <- struct{}{}
 		}
 		states = append(states, ts)
 		w.mu.Lock()
@@ -442,14 +439,19 @@ func (w *Worker) onTrip(st breaker.Settings, until time.Time) {
 // that waits for messages does not keep slots freed meanwhile from being asked for.
 const pullBatches = 2
 
-// pull fetches steps of one type and runs each on a runner goroutine. It asks only for the
-// slots it has free (DESIGN.md: "prefetch of about the worker's free slots"): every message
-// delivered to this worker starts at once, so none waits in a buffer while its ack wait
-// runs out and the server hands it to another worker (which would then run it beside the
-// stale copy). A fetched step that finds the worker stopping or paused is handed back.
+// pull fetches steps of one type and runs each on a runner goroutine. It asks for the slots
+// it has free, and for short steps a queue's worth more (slots.go): a step that waits for a
+// slot is kept alive, so no delivered step outlives its ack wait here while the server hands
+// it to another worker. A fetched step that finds the worker stopping or paused is handed
+// back, and so are the queued ones.
 func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *runners, wg *sync.WaitGroup) {
-	var batches sync.WaitGroup
-	defer batches.Wait()
+	var batches, keeper sync.WaitGroup
+	keeper.Go(func() { w.keepQueued(fetchCtx, workCtx, ts) })
+	defer func() {
+		batches.Wait()
+		keeper.Wait()
+		w.handBackQueued(workCtx, ts)
+	}()
 	open := make(chan struct{}, pullBatches)
 	backoff := 100 * time.Millisecond
 	// A pull request the server lost shows only as missed heartbeats (two in a row): a
@@ -474,7 +476,7 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 		batch, err := ts.cons.Fetch(n, jetstream.FetchContext(rctx), jetstream.FetchHeartbeat(hb))
 		if err != nil {
 			cancel()
-			release(ts.slots, n)
+			ts.slots.unasked(n)
 			<-open
 			w.log.Warn("pull failed", "type", ts.typ, "err", err)
 			select {
@@ -492,27 +494,17 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 			for msg := range batch.Messages() {
 				got++
 				if fetchCtx.Err() != nil || ts.paused() {
+					ts.slots.unasked(1)
 					hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
 					w.handBackUnstarted(hctx, ts, msg)
 					cancel()
-					release(ts.slots, 1)
 					continue
 				}
-				wg.Add(1)
-				ts.running.Add(1)
-				w.inFlight.Add(1)
-				w.cfg.Observer.InFlight(1)
-				run.run(fetchCtx, func(r *runner) {
-					w.process(workCtx, ts, msg, r, func() {
-						w.cfg.Observer.InFlight(-1)
-						w.inFlight.Add(-1)
-						ts.running.Add(-1)
-						release(ts.slots, 1)
-						wg.Done()
-					})
-				})
+				if ts.slots.delivered(msg) {
+					w.start(fetchCtx, workCtx, ts, msg, run, wg)
+				}
 			}
-			release(ts.slots, n-got)
+			ts.slots.unasked(n - got)
 			if err := batch.Error(); err != nil && fetchCtx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 				// A missed heartbeat (a lost pull request, a leader change, a starved
 				// machine) or a reconnect: the next request asks again.
@@ -526,24 +518,71 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 	}
 }
 
-// take waits for at least one free slot of the type and takes every free one, within the
-// health monitor's cap on the slots in use (running or asked for); 0 when ctx ended or the
-// type was paused meanwhile. Only the type's pull loop takes slots, so the count in use can
-// only fall while it decides.
-func (ts *typeState) take(ctx context.Context) int {
-	if !ts.waitBelowLimit(ctx) {
-		return 0
-	}
-	n := acquire(ctx, ts.slots)
-	if limit := int(ts.limit.Load()); limit > 0 && n > 0 {
-		inUse := cap(ts.slots) - len(ts.slots) - n
-		if allowed := max(limit-inUse, 1); n > allowed {
-			release(ts.slots, n-allowed)
-			n = allowed
+// start runs msg, which holds one of the type's slots, on a runner. When it finishes, the
+// first queued step takes its slot over (unless the worker is stopping or the type paused).
+func (w *Worker) start(fetchCtx, workCtx context.Context, ts *typeState, msg jetstream.Msg, run *runners, wg *sync.WaitGroup) {
+	wg.Add(1)
+	ts.running.Add(1)
+	w.inFlight.Add(1)
+	w.cfg.Observer.InFlight(1)
+	began := time.Now()
+	run.run(fetchCtx, func(r *runner) {
+		w.process(workCtx, ts, msg, r, func() {
+			w.cfg.Observer.InFlight(-1)
+			w.inFlight.Add(-1)
+			ts.running.Add(-1)
+			if next := ts.slots.finished(time.Since(began), fetchCtx.Err() == nil && !ts.paused()); next != nil {
+				w.start(fetchCtx, workCtx, ts, next, run, wg) // before Done: the drain waits for it too
+			}
+			wg.Done()
+		})
+	})
+}
+
+// keepQueued keeps queued steps alive (InProgress once they have waited a quarter of the
+// ack wait) and hands them back while the type is paused, until fetchCtx ends.
+func (w *Worker) keepQueued(fetchCtx, workCtx context.Context, ts *typeState) {
+	every := min(ts.ackWait/4, 250*time.Millisecond)
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-fetchCtx.Done():
+			return
+		case <-tick.C:
+		}
+		if ts.paused() {
+			w.handBackQueued(workCtx, ts)
+			continue
+		}
+		for _, msg := range ts.slots.stale(ts.ackWait / 4) {
+			if err := msg.InProgress(); err != nil {
+				w.log.Debug("cannot keep a queued step alive", "type", ts.typ, "err", err)
+			}
 		}
 	}
+}
+
+// handBackQueued hands back every queued step, unstarted.
+func (w *Worker) handBackQueued(workCtx context.Context, ts *typeState) {
+	q := ts.slots.unqueue()
+	if len(q) == 0 {
+		return
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(workCtx), handBackTimeout)
+	defer cancel()
+	for _, msg := range q {
+		w.handBackUnstarted(hctx, ts, msg)
+	}
+}
+
+// take waits for room to ask for at least one step of the type and takes all of it, within
+// the health monitor's cap on the steps in use (running or asked for); 0 when ctx ended or
+// the type was paused meanwhile.
+func (ts *typeState) take(ctx context.Context) int {
+	n := ts.slots.take(ctx, ts.ackWait, func() int { return int(ts.limit.Load()) })
 	if n > 0 && ts.paused() {
-		release(ts.slots, n)
+		ts.slots.unasked(n)
 		return 0
 	}
 	return n
@@ -592,22 +631,6 @@ func (ts *typeState) waitUnpaused(ctx context.Context) bool {
 	return ctx.Err() == nil
 }
 
-// waitBelowLimit waits while the type holds as many slots (steps running, or asked for) as
-// the health monitor allows; false when ctx ended first.
-func (ts *typeState) waitBelowLimit(ctx context.Context) bool {
-	for {
-		limit := int(ts.limit.Load())
-		if limit <= 0 || cap(ts.slots)-len(ts.slots) < limit {
-			return true
-		}
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
 // SetTypeConcurrency makes this worker run at most n steps of typ at once (at most its
 // Concurrency); the health monitor calls it for a degraded type.
 func (w *Worker) SetTypeConcurrency(typ string, n int) {
@@ -638,31 +661,6 @@ func (w *Worker) typeState(typ string) *typeState {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.states[typ]
-}
-
-// acquire takes at least one slot (waiting for it) and then every other free one; it
-// returns 0 when ctx ends first.
-func acquire(ctx context.Context, slots chan struct{}) int {
-	select {
-	case <-ctx.Done():
-		return 0
-	case <-slots:
-	}
-	n := 1
-	for {
-		select {
-		case <-slots:
-			n++
-		default:
-			return n
-		}
-	}
-}
-
-func release(slots chan struct{}, n int) {
-	for range n {
-		slots <- struct{}{}
-	}
 }
 
 // watchCancels keeps the set of cancelled runs and cancels their running handlers. A

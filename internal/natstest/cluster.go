@@ -92,7 +92,9 @@ func (c *Cluster) start(i int) {
 	c.Servers[i] = s
 }
 
-// WaitReady waits until JetStream has a meta leader and every node is up.
+// WaitReady waits until JetStream has a meta leader that can place an asset on every node:
+// each is up, current, and has sent the leader its stats (until then a stream at R3 fails
+// with "no suitable peers for placement").
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	Eventually(c.t, 30*time.Second, func() bool {
@@ -103,11 +105,11 @@ func (c *Cluster) WaitReady() {
 		}
 		for _, s := range c.Servers {
 			if s.JetStreamIsLeader() {
-				return true
+				return len(s.JetStreamClusterPeers()) == len(c.Servers)
 			}
 		}
 		return false
-	}, "the cluster has no JetStream meta leader")
+	}, "the cluster has no JetStream meta leader that sees every node")
 }
 
 // URLs is the comma-separated client URL list.
