@@ -178,10 +178,3 @@ func (s *slots) stale(d time.Duration) []jetstream.Msg {
 	}
 	return out
 }
-
-// inUse is how many steps are asked for, queued or running.
-func (s *slots) inUse() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.asked + len(s.queue) + s.active
-}
