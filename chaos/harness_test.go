@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -683,8 +686,12 @@ func (r *rig) stopWorker(w *worker, d time.Duration) {
 // the ledger), none of them of a step a fault already interrupted; else, when idle is set,
 // any live worker that runs no such step; else nil. It marks the steps it hits: a step hit
 // again and again by the test's own faults would rightly go to the DLQ ("worker crashed or
-// timed out N times"), which is not what the scenarios are about.
+// timed out N times"), which is not what the scenarios are about. A step already hit that a
+// worker holds before its handler started is not in the ledger yet, but its node state
+// (marked running on its redelivery, crashes counted) names the worker: such a worker is
+// spared too.
 func (r *rig) victim(idle bool) *worker {
+	holding := r.holdingHitSteps()
 	evs, _ := readLedger(r.ledger)
 	type run struct {
 		key  string
@@ -717,7 +724,7 @@ func (r *rig) victim(idle bool) *worker {
 			}
 		}
 		switch {
-		case rehit:
+		case rehit, holding[w.pid()]:
 		case runs > 0:
 			busy = append(busy, w)
 		default:
@@ -739,6 +746,28 @@ func (r *rig) victim(idle bool) *worker {
 		}
 	}
 	return w
+}
+
+// holdingHitSteps returns the PIDs of the workers named by a running node state that has
+// crashes counted: each holds a step a fault already interrupted. Worker IDs end in
+// -<pid>-<random>.
+func (r *rig) holdingHitSteps() map[int]bool {
+	ctx, cancel := context.WithTimeout(r.ctx, 10*time.Second)
+	defer cancel()
+	out := map[int]bool{}
+	_ = kvwatch.Scan(ctx, r.kv, []string{workflow.NodeKey("*", "*")}, func(e jetstream.KeyValueEntry) error {
+		var st checkpoint.Node
+		if json.Unmarshal(e.Value(), &st) != nil || st.Status != checkpoint.StatusRunning || st.Crashes == 0 {
+			return nil
+		}
+		if parts := strings.Split(st.Worker, "-"); len(parts) >= 3 {
+			if pid, err := strconv.Atoi(parts[len(parts)-2]); err == nil {
+				out[pid] = true
+			}
+		}
+		return nil
+	})
+	return out
 }
 
 // killServer SIGKILLs server i, leaves it down for down, and starts it again on the same
