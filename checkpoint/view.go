@@ -33,6 +33,8 @@ type RunView struct {
 
 // NodeView is one node of a RunView.
 type NodeView struct {
+	// Type is the node's type.
+	Type      string          `json:"type"`
 	Status    string          `json:"status"`
 	Attempts  int             `json:"attempts"`
 	Output    json.RawMessage `json:"output"`
@@ -48,6 +50,37 @@ type NodeView struct {
 	// EditedFrom is the DLQ entry whose replay replaced the node's input with Input.
 	EditedFrom uint64          `json:"edited_from,omitempty"`
 	Input      json.RawMessage `json:"input,omitempty"`
+
+	needs []string
+}
+
+// NoWorkerReason is the reason MarkUnserved gives a ready node whose type no live worker
+// serves.
+func NoWorkerReason(typ string) string { return "no live worker for type " + typ }
+
+// MarkUnserved gives each pending node of a running run whose parents are all done (a
+// step that can run now), and whose type served says no live worker serves, the reason
+// NoWorkerReason: `runs get` shows it as `pending (no live worker for type T)`.
+func (v *RunView) MarkUnserved(served func(typ string) bool) {
+	if v.Status != RunRunning {
+		return
+	}
+	for _, name := range v.Order {
+		n := v.Nodes[name]
+		if n == nil || n.Status != StatusPending || n.Type == "" || served(n.Type) {
+			continue
+		}
+		ready := true
+		for _, p := range n.needs {
+			if pn := v.Nodes[p]; pn == nil || pn.Status != StatusDone {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			n.Reason = NoWorkerReason(n.Type)
+		}
+	}
 }
 
 func timePtr(t time.Time) *time.Time {
@@ -97,6 +130,7 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 				nv.NotBefore = timePtr(st.NotBefore)
 			}
 		}
+		nv.Type, nv.needs = n.Type, n.Needs
 		v.Nodes[n.Name] = nv
 	}
 	return v, nil

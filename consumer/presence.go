@@ -182,3 +182,18 @@ func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Nam
 	slices.SortFunc(out, func(a, b Presence) int { return strings.Compare(a.ID, b.ID) })
 	return out, nil
 }
+
+// ServedTypes returns the node types that some live worker serves.
+func ServedTypes(ctx context.Context, js jetstream.JetStream, names workflow.Names) (map[string]bool, error) {
+	ws, err := LiveWorkers(ctx, js, names, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, w := range ws {
+		for _, t := range w.Types {
+			out[t] = true
+		}
+	}
+	return out, nil
+}

@@ -32,6 +32,7 @@ func (a *app) runsCmd() *cobra.Command {
 			} else if err != nil {
 				return failedErr(err)
 			}
+			markUnserved(cmd.Context(), c, v)
 			if a.jsonOut {
 				return a.printJSON(v)
 			}
@@ -55,7 +56,7 @@ func (a *app) runsCmd() *cobra.Command {
 				if n.Error != "" {
 					detail = "error: " + n.Error
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", name, n.Status, n.Attempts, dur, short(strings.ReplaceAll(detail, "\n", " "), 80))
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", name, nodeStatus(n), n.Attempts, dur, short(strings.ReplaceAll(detail, "\n", " "), 80))
 			}
 			return tw.Flush()
 		},

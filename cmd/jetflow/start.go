@@ -68,6 +68,7 @@ func (a *app) startCmd() *cobra.Command {
 			case err != nil:
 				return failedErr(err)
 			}
+			a.warnUnservedNamed(cmd.Context(), c, name)
 			if !wait {
 				if a.jsonOut {
 					return a.printJSON(map[string]string{"id": runID, "status": checkpoint.RunRunning})

@@ -43,6 +43,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 						what = "applied"
 					}
 					fmt.Fprintf(a.stdout, "%s %s (%d nodes, %s)\n", what, w.Name, len(w.Nodes), hash[:12])
+					a.warnUnserved(cmd.Context(), c, w)
 				}
 				return nil
 			},
