@@ -34,7 +34,7 @@ fuzz: ## every fuzz target for 30 s (found in the code: scripts/fuzz.sh; CI runs
 chaos: fuzz ## the long suite: fuzzing, then every chaos scenario (about 6 min)
 	$(GO) test -tags chaos -count=1 ./chaos/ -run . -timeout 30m -v
 
-chaosquick: ## every chaos scenario at its quick size and the bug reproductions, as CI (about 3 min)
+chaosquick: ## every chaos scenario at its quick size and the bug reproductions, as CI (about 3.5 min)
 	$(GO) test -tags chaosquick -count=1 ./chaos/ -skip '^TestChaosQuick$$' -timeout 10m -v
 
 ci: ## what CI runs (.ci/run): vet, gofmt, the suite, chaosquick, 10 s fuzzing, with a summary
