@@ -14,7 +14,8 @@
 // takes each delivery through DESIGN.md's numbered steps, one function each:
 //
 //  1. Decode: Worker.decode (process.go) — envelope, definition, node; malformed → DLQ.
-//  2. Read: stepRun.read, then stepRun.admit (admit.go) — done, dead, cancelled, stale
+//  2. Read: stepRun.read, stepRun.checkRun (runcheck.go: a step of a run with no record goes
+//     to the DLQ as an unknown run), then stepRun.admit (admit.go) — done, dead, cancelled, stale
 //     dispatch, copies, crash counting (countCrash), quarantine; markRunning on a redelivery.
 //  3. Breaker: stepRun.gate (protect.go) — breaker, fallback while open, rate limit.
 //  4. Run: stepRun.execute, stepRun.invoke (invoke.go) — the handler under its timeout,

@@ -121,7 +121,7 @@ func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg, 
 	defer s.letGo()
 	for {
 		err := s.run(ctx)
-		if err == nil || errors.Is(err, errDead) {
+		if err == nil || errors.Is(err, errDead) || errors.Is(err, errUnknownRun) {
 			return
 		}
 		if !s.backOff(ctx, err) {
@@ -217,6 +217,9 @@ func (s *stepRun) claim(ctx context.Context) bool {
 // compare-and-set at the revision read; a write that loses re-reads and decides again.
 func (s *stepRun) run(ctx context.Context) error {
 	if err := s.read(ctx); err != nil {
+		return err
+	}
+	if err := s.checkRun(ctx); err != nil {
 		return err
 	}
 	s.countRunStart()

@@ -147,6 +147,7 @@ type Worker struct {
 	presence *presence
 	ops      *opsDeadline // the shared deadline of broker calls; nil before Run
 	inFlight atomic.Int64
+	known    knownRuns // runs whose record this worker has read (runcheck.go)
 }
 
 // ErrRunCancelled is the cause of a handler's context being cancelled because an operator
