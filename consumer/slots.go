@@ -61,8 +61,8 @@ func (s *slots) signal() {
 }
 
 // prefetch is how many steps beyond the free slots may be asked for; s.mu held.
-func (s *slots) prefetch(ackWait time.Duration, limit int) int {
-	if limit > 0 || s.mean == 0 || s.mean > fastStep || s.mean > ackWait/10 {
+func (s *slots) prefetch(ackWait time.Duration) int {
+	if s.mean == 0 || s.mean > fastStep || s.mean > ackWait/10 {
 		return 0
 	}
 	return s.size
@@ -70,20 +70,18 @@ func (s *slots) prefetch(ackWait time.Duration, limit int) int {
 
 // take waits until there is room to ask for at least one step and marks all the room it
 // found as asked for; it returns 0 when ctx ended first. limit > 0 is the health monitor's
-// cap on the steps asked for or running.
+// cap on the steps asked for or running (a cap that rises signals).
 func (s *slots) take(ctx context.Context, ackWait time.Duration, limit func() int) int {
 	for {
 		s.mu.Lock()
-		l := limit()
-		extra := s.prefetch(ackWait, l)
-		most := s.size + extra
-		if l > 0 {
+		most := s.size + s.prefetch(ackWait)
+		if l := limit(); l > 0 {
 			most = min(l, s.size)
 		}
 		// While a queue's worth is asked for or queued, wait for room for a quarter of the
 		// slots: one request per batch rather than per step.
 		n := most - s.asked - len(s.queue) - s.active
-		if n > 0 && (extra == 0 || n >= max(s.size/4, 1) || s.asked+len(s.queue) == 0) {
+		if n > 0 && (most <= s.size || n >= max(s.size/4, 1) || s.asked+len(s.queue) == 0) {
 			s.asked += n
 			s.mu.Unlock()
 			return n
@@ -93,7 +91,6 @@ func (s *slots) take(ctx context.Context, ackWait time.Duration, limit func() in
 		case <-s.freed:
 		case <-ctx.Done():
 			return 0
-		case <-time.After(100 * time.Millisecond): // the health monitor's cap may have risen
 		}
 	}
 }

@@ -278,7 +278,6 @@ type typeState struct {
 	maxDeliver int
 	slots      *slots
 
-	running     atomic.Int32 // steps of this type running now
 	limit       atomic.Int32 // health monitor's cap on running steps (0: Concurrency)
 	pausedUntil atomic.Int64 // health monitor's pause, unix nanoseconds (0: none)
 }
@@ -523,7 +522,6 @@ func (w *Worker) pull(fetchCtx, workCtx context.Context, ts *typeState, run *run
 // first queued step takes its slot over (unless the worker is stopping or the type paused).
 func (w *Worker) start(fetchCtx, workCtx context.Context, ts *typeState, msg jetstream.Msg, run *runners, wg *sync.WaitGroup) {
 	wg.Add(1)
-	ts.running.Add(1)
 	w.inFlight.Add(1)
 	w.cfg.Observer.InFlight(1)
 	began := time.Now()
@@ -531,7 +529,6 @@ func (w *Worker) start(fetchCtx, workCtx context.Context, ts *typeState, msg jet
 		w.process(workCtx, ts, msg, r, func() {
 			w.cfg.Observer.InFlight(-1)
 			w.inFlight.Add(-1)
-			ts.running.Add(-1)
 			if next := ts.slots.finished(time.Since(began), fetchCtx.Err() == nil && !ts.paused()); next != nil {
 				w.start(fetchCtx, workCtx, ts, next, run, wg) // before Done: the drain waits for it too
 			}
@@ -640,6 +637,7 @@ func (w *Worker) SetTypeConcurrency(typ string, n int) {
 			n = 0
 		}
 		ts.limit.Store(int32(max(n, 0)))
+		ts.slots.signal() // a cap that rose leaves room to ask for
 	}
 }
 
