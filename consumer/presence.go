@@ -183,6 +183,18 @@ func LiveWorkers(ctx context.Context, js jetstream.JetStream, names workflow.Nam
 	return out, nil
 }
 
+// MarkUnserved marks the steps of v, a running run, that could run now but whose type no
+// live worker serves (checkpoint.RunView.MarkUnserved). It does nothing when the workers
+// bucket cannot be read (not set up, or no permission to read it).
+func MarkUnserved(ctx context.Context, js jetstream.JetStream, names workflow.Names, v *checkpoint.RunView) {
+	if v.Status != checkpoint.RunRunning {
+		return
+	}
+	if served, err := ServedTypes(ctx, js, names); err == nil {
+		v.MarkUnserved(func(t string) bool { return served[t] })
+	}
+}
+
 // ServedTypes returns the node types that some live worker serves.
 func ServedTypes(ctx context.Context, js jetstream.JetStream, names workflow.Names) (map[string]bool, error) {
 	ws, err := LiveWorkers(ctx, js, names, time.Now())

@@ -215,19 +215,8 @@ func (s *Server) apiRun(w http.ResponseWriter, r *http.Request) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	s.markUnserved(ctx, v)
+	consumer.MarkUnserved(ctx, s.js, s.cfg.Names, v)
 	writeJSON(w, http.StatusOK, s.redactRun(v))
-}
-
-// markUnserved marks the ready steps of a running run whose type no live worker serves
-// (checkpoint.RunView.MarkUnserved); nothing when the workers bucket cannot be read.
-func (s *Server) markUnserved(ctx context.Context, v *checkpoint.RunView) {
-	if v.Status != checkpoint.RunRunning {
-		return
-	}
-	if served, err := consumer.ServedTypes(ctx, s.js, s.cfg.Names); err == nil {
-		v.MarkUnserved(func(t string) bool { return served[t] })
-	}
 }
 
 func (s *Server) apiCancel(w http.ResponseWriter, r *http.Request) {

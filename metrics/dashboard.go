@@ -208,7 +208,7 @@ func (s *Server) pageRun(w http.ResponseWriter, r *http.Request) {
 		s.render(w, r, "run", v)
 		return
 	}
-	s.markUnserved(ctx, rv)
+	consumer.MarkUnserved(ctx, s.js, s.cfg.Names, rv)
 	d := &runData{Run: s.redactRun(rv), Running: rv.Status == checkpoint.RunRunning}
 	now := time.Now()
 	for _, n := range def.Nodes {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -32,7 +33,7 @@ func (a *app) runsCmd() *cobra.Command {
 			} else if err != nil {
 				return failedErr(err)
 			}
-			markUnserved(cmd.Context(), c, v)
+			consumer.MarkUnserved(cmd.Context(), c.js, c.names, v)
 			if a.jsonOut {
 				return a.printJSON(v)
 			}

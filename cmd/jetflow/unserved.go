@@ -46,17 +46,6 @@ func (a *app) warnUnservedNamed(ctx context.Context, c *conn, name string) {
 	}
 }
 
-// markUnserved marks the ready steps of a running run that no live worker serves (see
-// checkpoint.RunView.MarkUnserved); nothing when the workers bucket cannot be read.
-func markUnserved(ctx context.Context, c *conn, v *checkpoint.RunView) {
-	if v.Status != checkpoint.RunRunning {
-		return
-	}
-	if served, err := consumer.ServedTypes(ctx, c.js, c.names); err == nil {
-		v.MarkUnserved(func(t string) bool { return served[t] })
-	}
-}
-
 // nodeStatus is a node's status as `runs get` prints it: a pending step no live worker
 // serves says so.
 func nodeStatus(n *checkpoint.NodeView) string {
