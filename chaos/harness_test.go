@@ -30,6 +30,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/kvwatch"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -938,34 +939,15 @@ func randN(n int) int {
 }
 
 // refuseRunsWrites makes the runs bucket's stream refuse every new message for d, as a full
-// store would (MaxMsgs 1 under DiscardNew, and DiscardNewPerSubject), then puts its config
-// back. Reads keep working; the server drops no stored message to meet the lowered limit.
+// store would (natstest.RefuseWrites), then puts its config back.
 func (r *rig) refuseRunsWrites(d time.Duration) {
 	r.t.Helper()
-	ctx, cancel := context.WithTimeout(r.ctx, 30*time.Second)
-	defer cancel()
-	name := "KV_" + r.names.RunsBucket()
-	s, err := r.js.Stream(ctx, name)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	orig := s.CachedInfo().Config
-	full := orig
-	full.Discard = jetstream.DiscardNew
-	full.DiscardNewPerSubject = orig.MaxMsgsPerSubject > 0
-	full.MaxMsgs = 1
 	at := time.Now()
-	if _, err := r.js.UpdateStream(ctx, full); err != nil {
-		r.t.Fatalf("make %s refuse writes: %v", name, err)
-	}
+	restore := natstest.RefuseWrites(r.t, r.js, "KV_"+r.names.RunsBucket())
 	select {
 	case <-time.After(d):
 	case <-r.ctx.Done():
 	}
-	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer rcancel()
-	if _, err := r.js.UpdateStream(rctx, orig); err != nil {
-		r.t.Fatalf("restore %s: %v", name, err)
-	}
+	restore()
 	r.fault(fault{kind: faultRunsOutage, at: at, until: time.Now()})
 }

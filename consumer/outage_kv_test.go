@@ -5,63 +5,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
-
-// refuseWrites makes a KV bucket's stream refuse every new message, as a full store would: a
-// write to a new key (MaxMsgs reached, DiscardNew) and to an existing one (DiscardNewPerSubject
-// at a history of 1). Reads keep working. Under DiscardNew the server drops no stored message
-// to meet the lowered MaxMsgs. The returned func puts the original config back (once; also
-// at test end).
-func refuseWrites(t *testing.T, js jetstream.JetStream, stream string) func() {
-	t.Helper()
-	ctx := context.Background()
-	s, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	orig := before.Config
-	if orig.MaxMsgsPerSubject <= 0 {
-		t.Fatalf("stream %s keeps %d messages per subject; want a KV history", stream, orig.MaxMsgsPerSubject)
-	}
-	full := orig
-	full.Discard = jetstream.DiscardNew
-	full.DiscardNewPerSubject = true
-	full.MaxMsgs = 1
-	if _, err := js.UpdateStream(ctx, full); err != nil {
-		t.Fatalf("make %s refuse writes: %v", stream, err)
-	}
-	after, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if after.State.Msgs < before.State.Msgs {
-		t.Fatalf("making %s refuse writes dropped messages: %d → %d", stream, before.State.Msgs, after.State.Msgs)
-	}
-	var once sync.Once
-	restore := func() {
-		once.Do(func() {
-			if _, err := js.UpdateStream(context.Background(), orig); err != nil {
-				t.Errorf("restore %s: %v", stream, err)
-			}
-		})
-	}
-	t.Cleanup(restore)
-	return restore
-}
 
 // TestRunsBucketOutageBacksOff: the runs bucket refuses every write for 60 s while 20 runs of
 // three 1-second steps are in flight, on a consumer with setup's defaults (AckWait 30 s,
@@ -122,7 +73,13 @@ func TestRunsBucketOutageBacksOff(t *testing.T) {
 	}
 	// The outage begins while the first steps run, before any of them can record its result.
 	natstest.Eventually(t, 30*time.Second, func() bool { return started.Load() >= 4 }, "no step started")
-	restore := refuseWrites(t, f.js, "KV_"+f.names.RunsBucket())
+	// Writes to existing keys are refused through the bucket's per-key history limit.
+	if st, err := f.js.Stream(context.Background(), "KV_"+f.names.RunsBucket()); err != nil {
+		t.Fatal(err)
+	} else if h := st.CachedInfo().Config.MaxMsgsPerSubject; h <= 0 {
+		t.Fatalf("stream %s keeps %d messages per subject; want a KV history", "KV_"+f.names.RunsBucket(), h)
+	}
+	restore := natstest.RefuseWrites(t, f.js, "KV_"+f.names.RunsBucket())
 	if _, err := kv.Put(ctx, "probe.new", []byte("during")); err == nil {
 		t.Fatal("the runs bucket took a write to a new key during the outage")
 	} else {
