@@ -169,6 +169,12 @@ func TestWatchRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The bucket keeps one revision a key: a value overwritten before the watch delivered it
+	// is gone, so the next write waits for it.
+	running := <-events
+	if running.Node != "b" || running.State.Status != checkpoint.StatusRunning {
+		t.Fatalf("second event: %+v, want b running", running)
+	}
 	if _, err := f.store.PutNode(ctx, "w", "b", &checkpoint.Node{Status: checkpoint.StatusDone, Attempts: 1}, rev); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +194,7 @@ func TestWatchRun(t *testing.T) {
 			got = append(got, ev.Node+" "+ev.State.Status)
 		}
 	}
-	if want := []string{"b running", "b done", "end completed"}; !slices.Equal(got, want) {
+	if want := []string{"b done", "end completed"}; !slices.Equal(got, want) {
 		t.Errorf("events %v, want %v", got, want)
 	}
 
