@@ -340,6 +340,14 @@ func (r *Reaper) Sweep(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	// Blobs first: a sweep cut short after them finds the run again by its end.
+	purge := map[string]bool{}
+	for _, run := range runs {
+		purge[run.id] = true
+	}
+	if _, err := r.store.purgeBlobs(ctx, purge, r.cfg.Retention, r.cfg.Clock()); err != nil {
+		return 0, fmt.Errorf("purge blobs: %w", err)
+	}
 	if len(runs) == 0 {
 		return 0, nil
 	}

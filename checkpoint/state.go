@@ -26,7 +26,9 @@ type Run struct {
 	Workflow string          `json:"workflow"`
 	Def      string          `json:"def"`
 	Input    json.RawMessage `json:"input"`
-	Created  time.Time       `json:"created"`
+	// Parent is the run that started this one as a subflow; empty for a top-level run.
+	Parent  string    `json:"parent,omitempty"`
+	Created time.Time `json:"created"`
 }
 
 // Node is the state of one node of one run.

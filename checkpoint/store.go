@@ -29,9 +29,13 @@ const MaxCASRetries = 5
 
 // Store reads and writes run state and the definition registry.
 type Store struct {
+	js    jetstream.JetStream
 	runs  jetstream.KeyValue
 	wfs   jetstream.KeyValue
 	names workflow.Names
+
+	blobMu sync.Mutex
+	objs   jetstream.ObjectStore // the blobs bucket, bound on first use (blobs.go)
 
 	defMu sync.RWMutex
 	defs  map[string]*workflow.Workflow
@@ -49,7 +53,7 @@ func Open(ctx context.Context, js jetstream.JetStream, names workflow.Names) (*S
 	if err != nil {
 		return nil, bindErr(names.WorkflowsBucket(), err)
 	}
-	return &Store{runs: runs, wfs: wfs, names: names, defs: map[string]*workflow.Workflow{}}, nil
+	return &Store{js: js, runs: runs, wfs: wfs, names: names, defs: map[string]*workflow.Workflow{}}, nil
 }
 
 func bindErr(bucket string, err error) error {

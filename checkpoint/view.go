@@ -83,6 +83,19 @@ func (v *RunView) MarkUnserved(served func(typ string) bool) {
 	}
 }
 
+// loadForView returns v with a blob reference replaced by its value, for people to read; a
+// blob that cannot be read (gone, corrupt, or no right to read blobs) is shown as its
+// reference.
+func (s *Store) loadForView(ctx context.Context, run string, v json.RawMessage) json.RawMessage {
+	if _, ok := ParseBlobRef(v); !ok {
+		return v
+	}
+	if out, err := s.LoadNodeInput(ctx, run, v, DefaultMaxPayload); err == nil {
+		return out
+	}
+	return v
+}
+
 func timePtr(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -124,8 +137,9 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 				StartedAt: timePtr(st.StartedAt), EndedAt: timePtr(st.EndedAt), Fallback: st.Fallback,
 				Reason: st.Reason, DLQID: st.DLQSeq, Replays: st.Replays, EditedFrom: st.EditedFrom}
 			if st.EditedFrom != 0 {
-				nv.Input = st.Input
+				nv.Input = s.loadForView(ctx, id, st.Input)
 			}
+			nv.Output = s.loadForView(ctx, id, st.Output)
 			if st.Status == StatusRetrying {
 				nv.NotBefore = timePtr(st.NotBefore)
 			}
@@ -136,29 +150,44 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 	return v, nil
 }
 
-// WaitEnd blocks until the run ends (or ctx ends) and returns its end.
+// WaitEnd waits for run id's end record and returns it.
 func (s *Store) WaitEnd(ctx context.Context, id string) (*End, error) {
-	w, err := s.runs.Watch(ctx, workflow.EndKey(id), jetstream.IgnoreDeletes())
+	var end End
+	if err := s.waitKey(ctx, workflow.EndKey(id), &end); err != nil {
+		return nil, fmt.Errorf("end of run %s: %w", id, err)
+	}
+	return &end, nil
+}
+
+// WaitRun waits for run id's record, which a worker writes when it takes the run's start
+// request, and returns it.
+func (s *Store) WaitRun(ctx context.Context, id string) (*Run, error) {
+	var r Run
+	if err := s.waitKey(ctx, workflow.RunKey(id), &r); err != nil {
+		return nil, fmt.Errorf("record of run %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// waitKey watches key of the runs bucket until it has a value, and decodes it into v.
+func (s *Store) waitKey(ctx context.Context, key string, v any) error {
+	w, err := s.runs.Watch(ctx, key, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer func() { _ = w.Stop() }()
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return ctx.Err()
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("watch of the run's end stopped")
+				return errors.New("the watch stopped")
 			}
 			if e == nil {
 				continue
 			}
-			var end End
-			if err := json.Unmarshal(e.Value(), &end); err != nil {
-				return nil, fmt.Errorf("read end of run %s: %w", id, err)
-			}
-			return &end, nil
+			return json.Unmarshal(e.Value(), v)
 		}
 	}
 }

@@ -46,7 +46,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	var runs atomic.Int32
-	f.worker(Config{}, func(w *Worker) {
+	f.worker(Config{MaxPayload: 256 << 10}, func(w *Worker) { // the "out" node's 300 KiB is over it
 		w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
 			runs.Add(1)
 			if n, ok := s.With["size"].(float64); ok { // definitions travel as JSON: numbers are float64
@@ -127,7 +127,7 @@ func TestBadInputCatalogue(t *testing.T) {
 		want  error
 	}{
 		{"oversized input", func() error {
-			_, err := f.prod.Start(ctx, "cat", []byte(`"`+strings.Repeat("x", 300<<10)+`"`), producer.StartOptions{})
+			_, err := f.prod.Start(ctx, "cat", []byte(`"`+strings.Repeat("x", producer.DefaultMaxInputBytes)+`"`), producer.StartOptions{})
 			return err
 		}, producer.ErrBadInput},
 		{"input that is not JSON", func() error {

@@ -37,6 +37,13 @@ func TestDrainHandsBackUnstartedSteps(t *testing.T) {
 	for range 6 {
 		ids = append(ids, f.start("drain", `{}`))
 	}
+	for _, id := range ids { // every start request taken, so each run's step is queued
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if _, err := f.store.WaitRun(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+	}
 	first := <-started
 	<-started
 	stopped := make(chan struct{})

@@ -52,10 +52,23 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 			}
 		}
 		if runInput == nil {
-			runInput = runInputOf(s.env.Input)
+			in := s.env.Input
+			if _, whole := checkpoint.ParseBlobRef(in); whole {
+				// The node's input travelled as one blob: the run input is inside it.
+				var err error
+				if in, err = s.w.store.Load(s.ops(ctx), s.env.RunID, in, s.w.cfg.MaxPayload); err != nil {
+					return err
+				}
+			}
+			runInput = runInputOf(in)
 		}
 		input, err := producer.EncodeNodeInput(runInput, nodes)
 		if err != nil {
+			return err
+		}
+		// Parents' outputs each fit inline; a join of several may not: the whole input then
+		// travels as a blob.
+		if input, err = s.w.store.Offload(s.ops(ctx), s.env.RunID, input, s.w.cfg.InlineLimit); err != nil {
 			return err
 		}
 		env := &workflow.Envelope{RunID: s.env.RunID, Workflow: s.env.Workflow, Def: s.env.Def, Node: c, Input: input, Dispatch: workflow.DispatchFirst}

@@ -23,15 +23,23 @@ import (
 func (s *stepRun) execute(ctx context.Context) error {
 	st := s.cur.st
 	attempt := attemptsOf(st) + 1
+	a := checkpoint.Attempt{Number: attempt, Worker: s.w.cfg.ID, StartedAt: time.Now().UTC()}
+	input, err := s.w.store.LoadNodeInput(s.ops(ctx), s.env.RunID, inputOf(s.env, st), s.w.cfg.MaxPayload)
+	if err != nil {
+		if errors.Is(err, checkpoint.ErrBlobMissing) || errors.Is(err, checkpoint.ErrBlobCorrupt) || errors.Is(err, checkpoint.ErrTooLarge) {
+			// No retry brings a blob back or makes it fit: the node fails, its handler unrun.
+			return s.recordHeld(ctx, a, nil, Permanent(fmt.Errorf("input: %w", err)))
+		}
+		return err
+	}
 	step := &Step{
 		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
 		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: s.with,
-		Attempt: attempt, Input: inputOf(s.env, st), run: s,
+		Attempt: attempt, Input: input, run: s,
 	}
 	if st != nil {
 		step.NotBefore = st.NotBefore
 	}
-	a := checkpoint.Attempt{Number: attempt, Worker: s.w.cfg.ID, StartedAt: time.Now().UTC()}
 	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(tracing.AttrAttempt.Int(attempt))
 		defer func() {

@@ -94,6 +94,10 @@ func (s *stepRun) logger() *slog.Logger {
 // or (only after a crash, an ignored timeout, or a newer delivery of it elsewhere) to its
 // ack wait.
 func (w *Worker) process(ctx context.Context, ts *typeState, msg jetstream.Msg, r *runner, done func()) {
+	if ts.starts {
+		w.processStart(ctx, ts, msg, done)
+		return
+	}
 	s := w.decode(ctx, ts, msg)
 	if s == nil {
 		done()

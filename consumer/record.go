@@ -62,8 +62,8 @@ func (s *stepRun) hold(ctx context.Context, d time.Duration) bool {
 // makes this delivery stale: it writes nothing over it. fallback marks a result that came
 // from a fallback type.
 func (s *stepRun) record(ctx context.Context, a checkpoint.Attempt, out []byte, herr error, fallback bool) error {
-	if herr == nil && len(out) > s.w.cfg.MaxOutputBytes {
-		herr = Permanent(fmt.Errorf("output is %d bytes, over the %d-byte limit", len(out), s.w.cfg.MaxOutputBytes))
+	if herr == nil && len(out) > s.w.cfg.MaxPayload {
+		herr = Permanent(fmt.Errorf("%w: output is %d bytes; the limit is %d bytes (worker --max-payload)", checkpoint.ErrTooLarge, len(out), s.w.cfg.MaxPayload))
 	}
 	for try := 0; try < checkpoint.MaxCASRetries; try++ {
 		if try > 0 {
@@ -96,6 +96,10 @@ func (s *stepRun) record(ctx context.Context, a checkpoint.Attempt, out []byte, 
 
 // done is step 5a: it records success, then fans out (6) and acks (7).
 func (s *stepRun) done(ctx context.Context, a checkpoint.Attempt, out []byte, fallback bool) error {
+	out, err := s.w.store.Offload(s.ops(ctx), s.env.RunID, out, s.w.cfg.InlineLimit)
+	if err != nil {
+		return err
+	}
 	if err := s.write(ctx, s.next().Done(a, out, fallback, time.Now().UTC())); err != nil {
 		return err
 	}

@@ -23,7 +23,6 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/internal/kvwatch"
-	"github.com/jetflow-dev/jetflow/producer"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -52,9 +51,15 @@ type Config struct {
 	Concurrency int
 	// DrainTimeout is how long running steps may finish after Run's context ends (default 30 s).
 	DrainTimeout time.Duration
-	// MaxOutputBytes is the largest node output recorded (default 256 KiB); a larger one
-	// fails the node permanently.
-	MaxOutputBytes int
+	// MaxPayload is the largest node input or output a step takes (default 16 MiB,
+	// checkpoint.DefaultMaxPayload); a larger output fails the node permanently, the size in
+	// the reason, and so does a larger value in its input (the limit is per value: a node's
+	// input holds the run input and its parents' outputs).
+	MaxPayload int
+	// InlineLimit is the largest value carried inline in a step message or a node state
+	// (default 256 KiB, checkpoint.DefaultInlineLimit); a larger one goes to the blobs bucket
+	// and travels by reference.
+	InlineLimit int
 	// PollWait is how long one pull request stays open on the server (default 5 s); the
 	// server sends idle heartbeats every PollWait/2, and a pull lost to a consumer leader
 	// change is noticed within two missed heartbeats.
@@ -94,7 +99,8 @@ func (c Config) WithDefaults() Config {
 	}
 	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
-	c.MaxOutputBytes = cmp.Or(c.MaxOutputBytes, producer.DefaultMaxInputBytes)
+	c.MaxPayload = cmp.Or(c.MaxPayload, checkpoint.DefaultMaxPayload)
+	c.InlineLimit = cmp.Or(c.InlineLimit, checkpoint.DefaultInlineLimit)
 	c.PollWait = cmp.Or(c.PollWait, DefaultPollWait)
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -111,8 +117,10 @@ func (c Config) validate() error {
 		return errors.New("consumer: Concurrency must be positive")
 	case c.DrainTimeout < 0:
 		return errors.New("consumer: DrainTimeout must be positive")
-	case c.MaxOutputBytes < 0:
-		return errors.New("consumer: MaxOutputBytes must be positive")
+	case c.MaxPayload < 0:
+		return errors.New("consumer: MaxPayload must be positive")
+	case c.InlineLimit < 0:
+		return errors.New("consumer: InlineLimit must be positive")
 	}
 	for _, t := range c.Types {
 		if !workflow.ValidName(t) {
@@ -278,6 +286,8 @@ type typeState struct {
 	maxDeliver int
 	slots      *slots
 
+	starts bool // the consumer of start requests (start.go), not a node type's
+
 	limit       atomic.Int32 // health monitor's cap on running steps (0: Concurrency)
 	pausedUntil atomic.Int64 // health monitor's pause, unix nanoseconds (0: none)
 }
@@ -288,6 +298,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	types := w.Types()
 	if len(types) == 0 {
 		return errors.New("consumer: no handlers registered for the selected types")
+	}
+	if slices.Contains(types, workflow.StartConsumerType) {
+		return fmt.Errorf("consumer: node type %q is reserved for start requests; register the handler under another name", workflow.StartConsumerType)
 	}
 	for _, t := range w.cfg.Types {
 		if !slices.Contains(types, t) {
@@ -323,6 +336,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.states[t] = ts
 		w.mu.Unlock()
 	}
+
+	starts, err := w.startState(ctx)
+	if err != nil {
+		return err
+	}
+	states = append(states, starts)
 
 	if err := w.startShared(ctx, types); err != nil {
 		return err
@@ -397,6 +416,25 @@ func (w *Worker) Run(ctx context.Context) error {
 	<-watchDone
 	w.log.Info("worker stopped", "worker", w.cfg.ID)
 	return nil
+}
+
+// startState binds the consumer of start requests, creating it when missing.
+func (w *Worker) startState(ctx context.Context) (*typeState, error) {
+	if err := jsetup.EnsureConsumer(ctx, w.js, w.cfg.Names, jsetup.ConsumerConfig{Type: workflow.StartConsumerType}, false, 0, nil); err != nil {
+		return nil, err
+	}
+	cons, err := w.js.Consumer(ctx, w.cfg.Names.StepsStream(), w.cfg.Names.StartConsumer())
+	if err != nil {
+		return nil, fmt.Errorf("consumer %s: %w", w.cfg.Names.StartConsumer(), err)
+	}
+	return &typeState{
+		typ:        workflow.StartConsumerType,
+		starts:     true,
+		cons:       cons,
+		ackWait:    cmp.Or(cons.CachedInfo().Config.AckWait, jsetup.DefaultAckWait),
+		maxDeliver: 1 << 30,
+		slots:      newSlots(w.cfg.Concurrency),
+	}, nil
 }
 
 // startShared binds the breakers and workers buckets and prepares the shared breakers, rate

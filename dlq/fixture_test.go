@@ -56,6 +56,10 @@ func (f *fixture) start(wf, input string) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// The tests here may run no worker: take the start request as one would.
+	if _, err := consumer.StartRuns(context.Background(), f.js, f.store, f.names); err != nil {
+		f.t.Fatal(err)
+	}
 	return id
 }
 

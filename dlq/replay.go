@@ -141,7 +141,17 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 	}
 	var edited json.RawMessage
 	if opts.Input != nil {
-		if edited, err = EditInput(opts.Input, env.Input, opts.MaxInputBytes); err != nil {
+		original := env.Input
+		if _, whole := checkpoint.ParseBlobRef(original); whole {
+			if original, err = store.Load(ctx, env.RunID, original, 0); err != nil {
+				return res, fmt.Errorf("input of DLQ entry %d: %w", id, err)
+			}
+		}
+		if edited, err = EditInput(opts.Input, original, opts.MaxInputBytes); err != nil {
+			return res, err
+		}
+		// A large edit travels as a blob of the run, as a large input does.
+		if edited, err = store.Offload(ctx, env.RunID, edited, 0); err != nil {
 			return res, err
 		}
 	}

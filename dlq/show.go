@@ -93,11 +93,12 @@ func Show(ctx context.Context, js jetstream.JetStream, names workflow.Names, id 
 		d.Malformed, d.RawBody = err.Error(), string(e.Body)
 		return d, nil
 	}
-	d.Input, d.Def, d.Dispatch = env.Input, env.Def, env.Dispatch
+	d.Def, d.Dispatch = env.Def, env.Dispatch
 	store, err := checkpoint.Open(ctx, js, names)
 	if err != nil {
 		return nil, err
 	}
+	d.Input = loadInput(ctx, store, env.RunID, env.Input)
 	d.Run, err = store.Describe(ctx, env.RunID)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return d, nil
@@ -117,7 +118,16 @@ func Show(ctx context.Context, js jetstream.JetStream, names workflow.Names, id 
 		d.Error = st.LastError
 	}
 	if len(st.Input) > 0 {
-		d.Input, d.InputEdited, d.EditedFrom = st.Input, true, st.EditedFrom
+		d.Input, d.InputEdited, d.EditedFrom = loadInput(ctx, store, env.RunID, st.Input), true, st.EditedFrom
 	}
 	return d, nil
+}
+
+// loadInput returns a node input with its blob references replaced by their values, or as it
+// is when a blob cannot be read (the reason is then the entry's to tell).
+func loadInput(ctx context.Context, store *checkpoint.Store, run string, in json.RawMessage) json.RawMessage {
+	if out, err := store.LoadNodeInput(ctx, run, in, checkpoint.DefaultMaxPayload); err == nil {
+		return out
+	}
+	return in
 }

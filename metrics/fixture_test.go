@@ -147,6 +147,12 @@ func (f *fixture) start(wf string) string {
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	// A worker records the run when it takes the start request; the API knows it from then.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := f.store.WaitRun(ctx, id); err != nil {
+		f.t.Fatal(err)
+	}
 	return id
 }
 

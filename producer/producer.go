@@ -1,6 +1,8 @@
-// Package producer starts runs and publishes step messages. Every step is published with the
-// Nats-Msg-Id of its dispatch, so publishing the same step twice within the steps stream's
-// duplicate window stores it once; fan-out in the worker publishes through the same code.
+// Package producer starts runs and publishes step messages. A producer starts a run by
+// publishing a start request, which a worker turns into the run; steps are published by
+// workers only. Every message is published with a Nats-Msg-Id (the run ID for a start
+// request, the dispatch for a step), so publishing it twice within the steps stream's
+// duplicate window stores it once.
 package producer
 
 import (
@@ -25,8 +27,10 @@ import (
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
-// DefaultMaxInputBytes is the default limit of a run's input and of a node's output.
-const DefaultMaxInputBytes = 256 << 10
+// DefaultMaxInputBytes is the default limit of a run's input (16 MiB): the hard limit of
+// payloads, checkpoint.DefaultMaxPayload. An input over the inline limit (256 KiB) is stored
+// in the blobs bucket and the run carries its reference.
+const DefaultMaxInputBytes = checkpoint.DefaultMaxPayload
 
 var (
 	// ErrUnknownWorkflow means no definition is registered under the name.
@@ -35,16 +39,17 @@ var (
 	ErrBadInput = errors.New("bad input")
 	// ErrRunExists means the run ID is taken by a run of another workflow or input.
 	ErrRunExists = errors.New("run ID already used")
-	// ErrDuplicate means the broker had already stored a message this publish expected to be new.
-	ErrDuplicate = errors.New("unexpected duplicate publish")
 )
 
 // Config tunes a Producer.
 type Config struct {
 	// Names of the installation (default prefix "jetflow").
 	Names workflow.Names
-	// MaxInputBytes is the largest run input accepted (default 256 KiB).
+	// MaxInputBytes is the largest run input accepted (default 16 MiB).
 	MaxInputBytes int
+	// InlineLimit is the largest input carried inline (default 256 KiB); a larger one is
+	// stored as a blob of the run first.
+	InlineLimit int
 	// OnStart, when set, is called with the workflow's name for every new run (metrics).
 	OnStart func(workflow string)
 	// Tracer, when set, traces each start; its span is the parent of the run's steps.
@@ -64,6 +69,7 @@ func New(js jetstream.JetStream, store *checkpoint.Store, cfg Config) *Producer 
 		cfg.Names = workflow.MustNames("")
 	}
 	cfg.MaxInputBytes = cmp.Or(cfg.MaxInputBytes, DefaultMaxInputBytes)
+	cfg.InlineLimit = cmp.Or(cfg.InlineLimit, checkpoint.DefaultInlineLimit)
 	return &Producer{js: js, store: store, cfg: cfg}
 }
 
@@ -122,11 +128,12 @@ func appendNodeInput(input json.RawMessage, nodes map[string]json.RawMessage) ([
 }
 
 // Start starts a run of the registered workflow name with input (JSON; empty means null)
-// and returns its ID. The ID comes back with an error too, whenever it is known (always,
-// unless opts.ID is invalid or no UUID could be made): after the run record is written, a
-// failed publish of the roots leaves the run to be finished by a Start with that ID and the
-// same input (which publishes the roots again, deduplicated), or, within the steps
-// stream's duplicate window, by the reaper (checkpoint.Reaper).
+// and returns its ID. It publishes a start request (DESIGN.md, "Starting runs, and who may
+// publish what"): a worker writes the run record and publishes the run's first steps, so a
+// producer needs no right to publish steps or write checkpoints. With opts.ID naming a run
+// that exists, the same workflow and input start nothing new and return the ID; another
+// workflow or input is ErrRunExists. The ID comes back with an error too, whenever it is
+// known (always, unless opts.ID is invalid or no UUID could be made).
 func (p *Producer) Start(ctx context.Context, name string, input []byte, opts StartOptions) (string, error) {
 	id := opts.ID
 	if id == "" {
@@ -138,6 +145,9 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	} else if !workflow.ValidRunID(id) {
 		return "", fmt.Errorf("%w: run ID %q: use 1 to 64 letters, digits, '_' or '-'", ErrBadInput, workflow.OneLine(id, 80))
 	}
+	if !workflow.ValidName(name) {
+		return id, fmt.Errorf("%w: workflow name %q: use letters, digits, '_' and '-' only", ErrBadInput, workflow.OneLine(name, 80))
+	}
 	input, err := CheckInput(input, p.cfg.MaxInputBytes)
 	if err != nil {
 		return id, err
@@ -145,9 +155,20 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 	ref, err := p.store.WorkflowRef(ctx, name)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return id, fmt.Errorf("%w %q: apply it first with `jetflow workflows apply FILE`", ErrUnknownWorkflow, name)
-	}
-	if err != nil {
+	} else if err != nil {
 		return id, err
+	}
+	// A large input goes to the blobs bucket first; the request and the record carry its
+	// reference, which is the same for the same input, so sameRun compares references.
+	if input, err = p.store.Offload(ctx, id, input, p.cfg.InlineLimit); err != nil {
+		return id, err
+	}
+	if opts.ID != "" {
+		// Checked before publishing: a start request for a taken ID would be refused by the
+		// worker, and the caller would never hear of it.
+		if err := p.sameRun(ctx, id, name, input); !errors.Is(err, checkpoint.ErrNotFound) {
+			return id, err // nil: the run exists with this workflow and input
+		}
 	}
 	if p.cfg.Tracer != nil {
 		var span trace.Span
@@ -155,66 +176,71 @@ func (p *Producer) Start(ctx context.Context, name string, input []byte, opts St
 			trace.WithAttributes(tracing.AttrWorkflow.String(name), tracing.AttrRun.String(id)))
 		defer span.End()
 	}
-	rec := &checkpoint.Run{ID: id, Workflow: name, Def: ref.Hash, Input: input, Created: time.Now().UTC()}
-	fresh := true
-	if err := p.store.CreateRun(ctx, rec); errors.Is(err, checkpoint.ErrConflict) {
-		old, err := p.store.Run(ctx, id)
-		if err != nil {
-			return id, fmt.Errorf("read run %s: %w", id, err)
-		}
-		if old.Workflow != name || !bytes.Equal(old.Input, input) {
-			return id, fmt.Errorf("%w: run %s exists with another workflow or input", ErrRunExists, id)
-		}
-		rec, fresh = old, false
-	} else if err != nil {
-		return id, fmt.Errorf("record run %s: %w", id, err)
-	}
-	// From here on the run exists: an error says how to finish it.
-	unfinished := func(err error) error {
-		return fmt.Errorf("run %s is recorded but its first steps may not be published: %w (start it again with the same ID and input to finish)", id, err)
-	}
-	def, err := p.store.Definition(ctx, rec.Def)
+	req := &workflow.StartRequest{RunID: id, Workflow: name, Input: input, Def: ref.Hash}
+	dup, err := p.publishStart(ctx, req)
 	if err != nil {
-		return id, unfinished(fmt.Errorf("definition of %s: %w", name, err))
+		return id, err
 	}
-	nodeInput, err := EncodeNodeInput(input, map[string]json.RawMessage{})
-	if err != nil {
-		return id, unfinished(err)
-	}
-	for _, n := range def.Roots() {
-		env := &workflow.Envelope{RunID: id, Workflow: name, Def: rec.Def, Node: n.Name, Input: nodeInput, Dispatch: workflow.DispatchFirst}
-		dup, retried, err := p.publishRoot(ctx, n.Type, env)
-		if err != nil {
-			return id, unfinished(err)
+	if dup {
+		// Another start of this ID within the duplicate window came first: the run is that
+		// one's. Say so when its record is there already and differs.
+		if err := p.sameRun(ctx, id, name, input); err != nil && !errors.Is(err, checkpoint.ErrNotFound) {
+			return id, err
 		}
-		if dup && fresh && !retried {
-			return id, fmt.Errorf("%w: step %s of new run %s was already stored", ErrDuplicate, n.Name, id)
-		}
+		return id, nil
 	}
-	if fresh && p.cfg.OnStart != nil {
+	if p.cfg.OnStart != nil {
 		p.cfg.OnStart(name)
 	}
 	return id, nil
 }
 
-// publishAttempts is how many times Start publishes a root step before giving up.
+// sameRun reads run id's record: nil when it is a run of workflow name with input,
+// ErrRunExists when it is another, checkpoint.ErrNotFound when there is none.
+func (p *Producer) sameRun(ctx context.Context, id, name string, input []byte) error {
+	old, err := p.store.Run(ctx, id)
+	if err != nil {
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return err
+		}
+		return fmt.Errorf("read run %s: %w", id, err)
+	}
+	if old.Workflow != name || !bytes.Equal(old.Input, input) {
+		return fmt.Errorf("%w: run %s exists with another workflow or input", ErrRunExists, id)
+	}
+	return nil
+}
+
+// publishAttempts is how many times Start publishes a start request before giving up.
 const publishAttempts = 3
 
-// publishRoot publishes a root step, trying again after a failure the broker may recover from
-// (a timeout, no responders during a leader election); not after the server refused the
-// step. retried says an earlier attempt failed, so a duplicate may be that attempt's.
-func (p *Producer) publishRoot(ctx context.Context, nodeType string, env *workflow.Envelope) (dup, retried bool, err error) {
+// publishStart publishes a start request with the run ID as its Nats-Msg-Id, trying again
+// after a failure the broker may recover from (a timeout, no responders during a leader
+// election); not after the server refused it. dup reports that the broker had stored a
+// request of this run already, unless an earlier attempt of this call may have stored it.
+func (p *Producer) publishStart(ctx context.Context, req *workflow.StartRequest) (dup bool, err error) {
+	body, err := req.Encode()
+	if err != nil {
+		return false, err
+	}
 	for attempt := 1; ; attempt++ {
-		dup, err = p.Publish(ctx, nodeType, env)
+		msg := &nats.Msg{Subject: p.cfg.Names.StartSubject(req.Workflow), Header: nats.Header{}, Data: body}
+		msg.Header.Set(workflow.HeaderMsgID, req.RunID)
+		msg.Header.Set(workflow.HeaderRun, req.RunID)
+		tracing.Inject(ctx, msg.Header)
+		ack, err := p.js.PublishMsg(ctx, msg)
+		if err == nil {
+			return ack.Duplicate && attempt == 1, nil
+		}
 		var apiErr *jetstream.APIError
-		if err == nil || attempt == publishAttempts || errors.As(err, &apiErr) || ctx.Err() != nil {
-			return dup, attempt > 1, err
+		if attempt == publishAttempts || errors.As(err, &apiErr) || ctx.Err() != nil {
+			return false, fmt.Errorf("publish the start request of run %s: %w", req.RunID, err)
 		}
 		t := time.NewTimer(time.Duration(attempt) * 250 * time.Millisecond)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return false, true, err
+			return false, fmt.Errorf("publish the start request of run %s: %w", req.RunID, err)
 		case <-t.C:
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,49 +20,66 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// TestStartWithTheSameIDStartsOneRun: starts with one ID and one input publish one start
+// request, which a worker turns into one run; once the run is recorded, another input under
+// that ID is refused before anything is published, and the same input starts nothing new.
 func TestStartWithTheSameIDStartsOneRun(t *testing.T) {
 	t.Parallel()
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", time.Second)
-	_, js := srv.Connect(t)
-	ctx := context.Background()
-	store, err := checkpoint.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wf := workflow.New("two-roots")
-	wf.Node("a", "noop")
-	wf.Node("b", "noop")
-	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
-		t.Fatal(err)
-	}
+	f := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	var started []string
-	p := producer.New(js, store, producer.Config{Names: names, OnStart: func(w string) { started = append(started, w) }})
+	p := producer.New(f.js, f.store, producer.Config{Names: f.names, OnStart: func(w string) { started = append(started, w) }})
 	for range 3 {
-		id, err := p.Start(ctx, "two-roots", []byte(` {"k": 1} `), producer.StartOptions{ID: "order-42"})
+		id, err := p.Start(ctx, "one", []byte(` {"k": 1} `), producer.StartOptions{ID: "order-42"})
 		if err != nil || id != "order-42" {
 			t.Fatalf("start: %q, %v", id, err)
 		}
 	}
-	if _, err := p.Start(ctx, "two-roots", []byte(`{"k": 2}`), producer.StartOptions{ID: "order-42"}); !errors.Is(err, producer.ErrRunExists) {
-		t.Fatalf("same ID, other input: %v", err)
+	if n := f.steps(); n != 1 || len(started) != 1 {
+		t.Fatalf("%d messages stored and %d starts counted; want one start request and one start", n, len(started))
 	}
-	s, _ := js.Stream(ctx, names.StepsStream())
-	info, err := s.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
+	if _, err := f.store.Run(ctx, "order-42"); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Fatalf("run record before any worker took the start request: %v, want none (workers write it)", err)
 	}
-	if info.State.Msgs != 2 || len(started) != 1 {
-		t.Fatalf("%d steps stored and %d starts counted; want the 2 roots once and 1 start", info.State.Msgs, len(started))
+	var ran atomic.Int32
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	f.runWorker(ctx, &wg, &ran)
+	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer wcancel()
+	if end, err := f.store.WaitEnd(wctx, "order-42"); err != nil || end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run order-42: %+v, %v; want completed", end, err)
 	}
-	r, err := store.Run(ctx, "order-42")
-	if err != nil || string(r.Input) != `{"k":1}` || r.Workflow != "two-roots" {
+	r, err := f.store.Run(ctx, "order-42")
+	if err != nil || string(r.Input) != `{"k":1}` || r.Workflow != "one" {
 		t.Fatalf("run record %+v (%v)", r, err)
 	}
-	id, err := p.Start(ctx, "two-roots", nil, producer.StartOptions{})
+	before := f.steps()
+	if _, err := p.Start(ctx, "one", []byte(`{"k": 2}`), producer.StartOptions{ID: "order-42"}); !errors.Is(err, producer.ErrRunExists) {
+		t.Fatalf("same ID, other input: %v, want ErrRunExists", err)
+	}
+	if id, err := p.Start(ctx, "one", []byte(`{"k":1}`), producer.StartOptions{ID: "order-42"}); err != nil || id != "order-42" {
+		t.Fatalf("same ID and input after the run ended: %q, %v", id, err)
+	}
+	if n := f.steps(); n != before || ran.Load() != 1 || len(started) != 1 {
+		t.Fatalf("%d messages stored (was %d), handler ran %d times, %d starts counted: want nothing new", n, before, ran.Load(), len(started))
+	}
+	id, err := p.Start(ctx, "one", nil, producer.StartOptions{})
 	if err != nil || len(id) != 36 || id[14] != '7' {
 		t.Fatalf("generated ID %q is not a UUIDv7 (%v)", id, err)
 	}
+}
+
+// runWorker runs a worker that serves noop, counting its handler runs in ran, until ctx ends.
+func (f *fixture) runWorker(ctx context.Context, wg *sync.WaitGroup, ran *atomic.Int32) {
+	f.t.Helper()
+	w, err := consumer.New(f.js, f.store, consumer.Config{Names: f.names, PollWait: 200 * time.Millisecond})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	w.Handle("noop", func(context.Context, *consumer.Step) (any, error) { ran.Add(1); return "ran", nil })
+	wg.Go(func() { _ = w.Run(ctx) })
 }
 
 // fixture is a server set up for jetflow with a store, a producer and a one-root workflow.
@@ -124,9 +142,9 @@ func (f *fixture) steps() uint64 {
 	return info.State.Msgs
 }
 
-// TestStartReturnsTheIDOfARunItCouldNotFinish: when the run record is written but its root
-// step cannot be published, Start still returns the run's ID with the error, so the caller
-// can start it again with that ID (which publishes the roots) or look at it.
+// TestStartReturnsTheIDOfARunItCouldNotFinish: when the start request cannot be published,
+// Start returns the run's ID with the error and nothing is recorded, so the caller can start
+// it again with that ID.
 func TestStartReturnsTheIDOfARunItCouldNotFinish(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
@@ -134,13 +152,13 @@ func TestStartReturnsTheIDOfARunItCouldNotFinish(t *testing.T) {
 	f.refuseSteps(true)
 	id, err := f.prod.Start(ctx, "one", []byte(`{"k":1}`), producer.StartOptions{})
 	if err == nil {
-		t.Fatal("Start succeeded while the steps stream refuses every step")
+		t.Fatal("Start succeeded while the steps stream refuses every message")
 	}
 	if id == "" {
-		t.Fatalf("Start returned no run ID with its error (%v): the run record it wrote cannot be found again", err)
+		t.Fatalf("Start returned no run ID with its error (%v)", err)
 	}
-	if _, err := f.store.Run(ctx, id); err != nil {
-		t.Fatalf("run %s has no record: %v", id, err)
+	if _, err := f.store.Run(ctx, id); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Fatalf("run %s: %v, want no record", id, err)
 	}
 	f.refuseSteps(false)
 	again, err := f.prod.Start(ctx, "one", []byte(`{"k":1}`), producer.StartOptions{ID: id})
@@ -148,23 +166,25 @@ func TestStartReturnsTheIDOfARunItCouldNotFinish(t *testing.T) {
 		t.Fatalf("starting again with the returned ID: %q, %v", again, err)
 	}
 	if n := f.steps(); n != 1 {
-		t.Fatalf("%d steps stored after the second start, want the root once", n)
+		t.Fatalf("%d messages stored after the second start, want the start request once", n)
 	}
 }
 
-// TestOrphanRunIsRepaired: a run whose record was written but whose root step never was (the
-// producer failed or died in between) is not left `running` for ever: the reaper publishes
-// its root, and a worker completes it.
+// TestOrphanRunIsRepaired: a run whose record was written but whose root step never was (a
+// producer of an older version that wrote records itself failed or died in between) is not
+// left `running` for ever: the reaper publishes its root, and a worker completes it.
 func TestOrphanRunIsRepaired(t *testing.T) {
 	t.Parallel()
 	f := setup(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	f.refuseSteps(true)
-	if _, err := f.prod.Start(ctx, "one", nil, producer.StartOptions{ID: "orphan-1"}); err == nil {
-		t.Fatal("Start succeeded while the steps stream refuses every step")
+	ref, err := f.store.WorkflowRef(ctx, "one")
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.refuseSteps(false)
+	if err := f.store.CreateRun(ctx, &checkpoint.Run{ID: "orphan-1", Workflow: "one", Def: ref.Hash, Input: []byte("null"), Created: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
 	if n := f.steps(); n != 0 {
 		t.Fatalf("%d steps stored, want none", n)
 	}

@@ -141,11 +141,14 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 			return rep, err
 		}
 	}
+	if err := ensureBlobs(ctx, js, n.BlobsBucket(), replicas, rep); err != nil {
+		return rep, err
+	}
 	// Built-in types get their consumer when it is missing; an existing one is updated only
 	// when this call names its type, so a plain setup keeps what an operator tuned.
 	types := map[string]ConsumerConfig{}
 	named := map[string]bool{}
-	for _, t := range workflow.BuiltinTypes() {
+	for _, t := range append(workflow.BuiltinTypes(), workflow.StartConsumerType) {
 		types[t] = ConsumerConfig{Type: t}
 	}
 	for _, t := range cfg.Types {
@@ -186,6 +189,36 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 		return fmt.Errorf("update stream %s: %w", sc.Name, err)
 	}
 	rep.add("stream %s: up to date", sc.Name)
+	return nil
+}
+
+// ensureBlobs creates the Object Store of large payloads when it is missing; an existing one
+// keeps its settings, its replicas changed when replicas says so.
+func ensureBlobs(ctx context.Context, js jetstream.JetStream, bucket string, replicas int, rep *Report) error {
+	cfg := jetstream.ObjectStoreConfig{Bucket: bucket, Description: "jetflow large payloads, by run and SHA-256", Storage: jetstream.FileStorage, Replicas: max(replicas, 1)}
+	obs, err := js.ObjectStore(ctx, bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		if _, err := js.CreateObjectStore(ctx, cfg); err != nil {
+			return fmt.Errorf("create object store %s: %w", bucket, err)
+		}
+		rep.add("object store %s: created", bucket)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("object store %s: %w", bucket, err)
+	}
+	if replicas > 0 {
+		st, err := obs.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("object store %s: %w", bucket, err)
+		}
+		if st.Replicas() != replicas {
+			if _, err := js.UpdateObjectStore(ctx, cfg); err != nil {
+				return fmt.Errorf("update object store %s: %w", bucket, err)
+			}
+		}
+	}
+	rep.add("object store %s: up to date", bucket)
 	return nil
 }
 
@@ -250,6 +283,13 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, n workflow.Name
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 		Replicas:      replicas,
+	}
+	if c.Type == workflow.StartConsumerType {
+		// Start requests: a refused one goes to the DLQ at once, and a broker error is
+		// retried for as long as it lasts, so no delivery count ends a start.
+		cc.Description = "jetflow start requests"
+		cc.FilterSubject = n.StartFilter()
+		cc.MaxDeliver = -1
 	}
 	stream := n.StepsStream()
 	cons, err := js.Consumer(ctx, stream, cc.Durable)

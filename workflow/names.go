@@ -71,8 +71,17 @@ func (n Names) StepsStream() string { return n.upper + "_STEPS" }
 
 // StepSubjects are the subjects of the steps stream.
 func (n Names) StepSubjects() []string {
-	return []string{n.prefix + ".step.>", n.prefix + ".sched.>"}
+	return []string{n.prefix + ".step.>", n.prefix + ".sched.>", n.prefix + ".start.>"}
 }
+
+// StartSubject is the subject a start request of workflow wf travels on.
+func (n Names) StartSubject(wf string) string { return n.prefix + ".start." + wf }
+
+// StartFilter is the filter of the start requests' consumer.
+func (n Names) StartFilter() string { return n.prefix + ".start.>" }
+
+// StartConsumer is the durable consumer workers take start requests from (jetflow-start).
+func (n Names) StartConsumer() string { return n.Consumer(StartConsumerType) }
 
 // StepSubject is the subject a step of node of workflow wf, of type nodeType, travels on.
 func (n Names) StepSubject(nodeType, wf, node string) string {

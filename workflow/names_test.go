@@ -61,7 +61,7 @@ func TestNames(t *testing.T) {
 	}{
 		{"jetflow", map[string]string{
 			"StepsStream":         "JETFLOW_STEPS",
-			"StepSubjects":        "jetflow.step.> jetflow.sched.>",
+			"StepSubjects":        "jetflow.step.> jetflow.sched.> jetflow.start.>",
 			"StepSubject":         "jetflow.step.http.orders.charge",
 			"StepFilter":          "jetflow.step.http.>",
 			"SchedSubject":        "jetflow.sched.run-1.charge.3",
@@ -81,7 +81,7 @@ func TestNames(t *testing.T) {
 		}},
 		{"my-app", map[string]string{
 			"StepsStream":         "MY-APP_STEPS",
-			"StepSubjects":        "my-app.step.> my-app.sched.>",
+			"StepSubjects":        "my-app.step.> my-app.sched.> my-app.start.>",
 			"StepSubject":         "my-app.step.http.orders.charge",
 			"StepFilter":          "my-app.step.http.>",
 			"SchedSubject":        "my-app.sched.run-1.charge.3",

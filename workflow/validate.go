@@ -182,6 +182,8 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 		add(at, "node %q has no type", n.Name)
 	case !ValidName(n.Type):
 		add(at+".type", "node type %q: use letters, digits, '_' and '-' only", n.Type)
+	case n.Type == StartConsumerType:
+		add(at+".type", "node type %q is reserved: its consumer name takes the start requests; rename the type", n.Type)
 	case !IsBuiltin(n.Type) && opts.KnownType != nil && !opts.KnownType(n.Type):
 		add(at+".type", "node %q has unknown type %q (built-in: %s)", n.Name, n.Type, strings.Join(BuiltinTypes(), ", "))
 	}

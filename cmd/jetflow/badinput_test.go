@@ -40,7 +40,7 @@ func (e *testEnv) withFlags(args []string) []string {
 }
 
 func badCases(t *testing.T) []badCase {
-	oversized := `{"s":"` + strings.Repeat("x", 256<<10) + `"}`
+	oversized := `{"s":"` + strings.Repeat("x", 2000) + `"}` // over the --max-input below
 	bad := func(f string) string { return filepath.Join("testdata", "bad", f) }
 	return []badCase{
 		{"cycle", []string{"workflows", "validate", bad("cycle.yaml")}, exitUsage, "cycle", ""},
@@ -55,7 +55,10 @@ func badCases(t *testing.T) []badCase {
 		{"bad workflow name on start", []string{"start", "no.such"}, exitUsage, "no.such", ""},
 		{"non-JSON --input", []string{"start", "diamond", "--input", `{"n":`}, exitUsage, "not valid JSON", ""},
 		{"two JSON values --input", []string{"start", "diamond", "--input", `{} {}`}, exitUsage, "--input", ""},
-		{"oversized --input", []string{"start", "diamond", "--input", oversized}, exitUsage, "limit", ""},
+		{"oversized --input", []string{"start", "diamond", "--input", oversized, "--max-input", "1000"}, exitUsage, "the limit is 1000 bytes", ""},
+		{"worker --max-payload 0", []string{"worker", "--max-payload", "0"}, exitUsage, "--max-payload", ""},
+		{"dev --max-payload -1", []string{"dev", "--max-payload", "-1"}, exitUsage, "--max-payload", ""},
+		{"a node type named start", []string{"workflows", "validate", bad("start-type.yaml")}, exitUsage, "reserved", ""},
 		{"--input @missing-file", []string{"start", "diamond", "--input", "@" + filepath.Join(t.TempDir(), "missing.json")}, exitUsage, "missing.json", ""},
 		{"bad --id", []string{"start", "diamond", "--id", "a.b"}, exitUsage, "--id", ""},
 		{"unknown flag", []string{"start", "diamond", "--bogus"}, exitUsage, "--bogus", ""},

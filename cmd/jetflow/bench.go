@@ -18,9 +18,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/benchjs"
 	"github.com/jetflow-dev/jetflow/internal/embedded"
-	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -84,8 +84,8 @@ func (a *app) benchCmd() *cobra.Command {
 				return usageErr(errors.New("--steps: use 1 to 1000"))
 			case concurrency < 1:
 				return usageErr(errors.New("--concurrency must be at least 1"))
-			case payload < 0 || payload > producer.DefaultMaxInputBytes:
-				return usageErr(fmt.Errorf("--payload: use 0 to %d bytes (the inline input limit)", producer.DefaultMaxInputBytes))
+			case payload < 0 || payload > checkpoint.DefaultInlineLimit:
+				return usageErr(fmt.Errorf("--payload: use 0 to %d bytes (the inline input limit)", checkpoint.DefaultInlineLimit))
 			case replicas < 1 || replicas > 5:
 				return usageErr(errors.New("--replicas: use 1 to 5 (3 on a cluster)"))
 			}

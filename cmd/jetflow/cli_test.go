@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -294,8 +295,11 @@ func TestStartSameID(t *testing.T) {
 		t.Fatal(err)
 	}
 	if msgs := s.CachedInfo().State.Msgs; msgs != 1 {
-		t.Errorf("steps stream holds %d messages, want 1 (one root step of one run)", msgs)
+		t.Errorf("steps stream holds %d messages, want 1 (one start request of one run)", msgs)
 	}
+	// A worker records the run; from then on another input or workflow under the ID is refused.
+	e.worker()
+	natstest.Eventually(t, 30*time.Second, func() bool { return e.cli("runs", "get", "order-42").code == 0 }, "run order-42 was never recorded")
 
 	r := e.cli("start", "diamond", "--id", "order-42", "--input", `{"n":2}`)
 	if r.code != exitFailed {
@@ -307,7 +311,7 @@ func TestStartSameID(t *testing.T) {
 	if r := e.cli("start", "flaky", "--id", "order-42", "--input", `{"n":1}`); r.code != exitFailed {
 		t.Errorf("start --id with another workflow: want exit 1, got %s", r)
 	}
-	if v := getRun(t, e, "order-42"); v.Workflow != "diamond" || v.Status != "running" {
+	if v := getRun(t, e, "order-42"); v.Workflow != "diamond" {
 		t.Errorf("the first run should be untouched: %+v", v)
 	}
 }

@@ -314,11 +314,15 @@ func TestDeployNATSNames(t *testing.T) {
 		subject                    string
 		producer, worker, operator bool
 	}{
-		{step, true, true, true},
+		{step, false, true, true},
+		{n.StartSubject("wf"), true, false, true},
+		{"$O." + n.BlobsBucket() + ".C.chunk1", true, true, true},
+		{"$O." + n.BlobsBucket() + ".M.bmFtZQ==", true, true, true},
+		{api + "STREAM.PURGE.OBJ_" + n.BlobsBucket(), false, true, true},
 		{sched, false, true, true},
 		{dlqSubj, false, true, true},
 		{n.DLQMalformedSubject(), false, true, true},
-		{"$KV." + n.RunsBucket() + "." + workflow.RunKey("run1"), true, true, true},
+		{"$KV." + n.RunsBucket() + "." + workflow.RunKey("run1"), false, true, true},
 		{"$KV." + n.RunsBucket() + "." + workflow.NodeKey("run1", "node"), false, true, true},
 		{"$KV." + n.RunsBucket() + "." + workflow.EndKey("run1"), false, true, true},
 		{"$KV." + n.BreakersBucket() + ".key", false, true, true},
@@ -331,6 +335,8 @@ func TestDeployNATSNames(t *testing.T) {
 		{api + "CONSUMER.PAUSE." + n.StepsStream() + "." + n.Consumer("http"), false, true, true},
 		{api + "CONSUMER.CREATE." + n.StepsStream() + "." + n.Consumer("custom") + "." + n.StepFilter("custom"), false, true, true},
 		{"$JS.ACK." + n.StepsStream() + "." + n.Consumer("noop") + ".1.2.3.4.5", false, true, true},
+		{api + "CONSUMER.MSG.NEXT." + n.StepsStream() + "." + n.StartConsumer(), false, true, true},
+		{"$JS.ACK." + n.StepsStream() + "." + n.StartConsumer() + ".1.2.3.4.5", false, true, true},
 		{api + "CONSUMER.MSG.NEXT." + n.AdvisoryStream() + "." + n.SweeperConsumer(), false, true, true},
 		{api + "STREAM.MSG.DELETE." + n.StepsStream(), false, true, true},
 		{api + "STREAM.MSG.DELETE." + n.DLQStream(), false, false, true},

@@ -28,6 +28,7 @@ func (a *app) devCmd() *cobra.Command {
 		dataDir, workflowsDir string
 		port, concurrency     int
 		retention             time.Duration
+		maxPayload            int
 		hf                    httpFlags
 	)
 	cmd := &cobra.Command{
@@ -46,6 +47,9 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			if retention <= 0 {
 				return usageErr(errors.New("--retention must be positive"))
+			}
+			if maxPayload < 1 {
+				return usageErr(errors.New("--max-payload must be at least 1 byte"))
 			}
 			ctx := cmd.Context()
 			names, err := a.names()
@@ -133,7 +137,7 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
 			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
-			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second, Retention: retention}, o)
+			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second, Retention: retention, MaxPayload: maxPayload}, o)
 			fmt.Fprintln(a.stdout, "Stopped.")
 			if err != nil && !errors.Is(err, ctx.Err()) {
 				return err
@@ -147,6 +151,7 @@ func (a *app) devCmd() *cobra.Command {
 	f.IntVar(&port, "port", 0, "NATS port (default 4222, or a free one if 4222 is taken)")
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
 	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
+	f.IntVar(&maxPayload, "max-payload", checkpoint.DefaultMaxPayload, "largest node input or output, in bytes (over 256 KiB they travel as blobs)")
 	hf.register(cmd, metrics.DefaultAddr)
 	return cmd
 }

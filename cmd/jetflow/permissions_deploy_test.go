@@ -151,6 +151,17 @@ func TestDeployNATSPermissions(t *testing.T) {
 	}
 	noViolations("producer and worker running diamond, nap and broken")
 
+	// A large input: the producer stores it as a blob, the worker reads it back for the
+	// exec nodes' stdin, and a node's large output travels as a blob too.
+	big := filepath.Join(t.TempDir(), "big.json")
+	if err := os.WriteFile(big, []byte(`{"n":1,"doc":"`+strings.Repeat("x", 1<<20)+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := as("producer", "start", "diamond", "--input", "@"+big, "--wait", "--timeout", "45s"); r.code != 0 {
+		t.Errorf("producer: start diamond with a 1 MiB input --wait: %s", r)
+	}
+	noViolations("producer and worker running diamond with a 1 MiB input")
+
 	// The worker's read-only views work.
 	if r := as("worker", "dlq", "ls", "--json"); r.code != 0 || !strings.Contains(r.stdout, `"broken"`) {
 		t.Errorf("worker: dlq ls: want the broken run's entry, got %s", r)
@@ -194,6 +205,14 @@ func TestDeployNATSPermissions(t *testing.T) {
 	})
 	refused("producer", "publishing to the DLQ", func(ctx context.Context, js jetstream.JetStream) error {
 		_, err := js.Publish(ctx, names.DLQSubject("diamond", "fetch"), []byte("{}"))
+		return err
+	})
+	refused("producer", "publishing a step (a forged step of a run it never started)", func(ctx context.Context, js jetstream.JetStream) error {
+		_, err := js.Publish(ctx, names.StepSubject("noop", "diamond", "fetch"), []byte(`{"v":1,"run_id":"forged","workflow":"diamond","def":"x","node":"fetch","input":{},"dispatch":"d"}`))
+		return err
+	})
+	refused("producer", "writing a run record", func(ctx context.Context, js jetstream.JetStream) error {
+		_, err := js.Publish(ctx, "$KV."+names.RunsBucket()+"."+workflow.RunKey("forged"), []byte(`{"id":"forged"}`))
 		return err
 	})
 	refused("producer", "writing a node state", func(ctx context.Context, js jetstream.JetStream) error {

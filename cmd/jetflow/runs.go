@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,7 +70,7 @@ func (a *app) runsCmd() *cobra.Command {
 
 // noRun is the one-line error for an unknown run ID.
 func noRun(id string) error {
-	return failedErr(fmt.Errorf("no run %q: check the ID (it may have been purged after its retention)", workflow.OneLine(id, 80)))
+	return failedErr(fmt.Errorf("no run %q: check the ID (it may have been purged after its retention, or its start request not taken by a worker yet)", workflow.OneLine(id, 80)))
 }
 
 func (a *app) runsLsCmd() *cobra.Command {
@@ -144,6 +145,16 @@ func (a *app) runsWatchCmd() *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			// A run just started is recorded once a worker takes its start request: give
+			// that a moment before calling the ID unknown.
+			wctx, cancel := context.WithTimeout(cmd.Context(), recordWait)
+			_, err = c.store.WaitRun(wctx, args[0])
+			cancel()
+			if err != nil && errors.Is(err, context.DeadlineExceeded) {
+				return noRun(args[0])
+			} else if err != nil {
+				return failedErr(err)
+			}
 			enc := json.NewEncoder(a.stdout)
 			end, err := c.store.WatchRun(cmd.Context(), args[0], func(ev checkpoint.RunEvent) {
 				if a.jsonOut {

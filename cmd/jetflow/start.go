@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/tracing"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -70,6 +71,7 @@ func (a *app) startCmd() *cobra.Command {
 			}
 			a.warnUnservedNamed(cmd.Context(), c, name)
 			if !wait {
+				a.waitRecorded(cmd.Context(), c, runID)
 				if a.jsonOut {
 					return a.printJSON(map[string]string{"id": runID, "status": checkpoint.RunRunning})
 				}
@@ -90,6 +92,35 @@ func (a *app) startCmd() *cobra.Command {
 	f.IntVar(&maxInput, "max-input", producer.DefaultMaxInputBytes, "largest input accepted, in bytes")
 	f.BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd
+}
+
+// recordWait bounds how long `start` waits for a worker to record the run it started.
+const recordWait = 5 * time.Second
+
+// idleRecordWait is how long it waits when no worker is live.
+const idleRecordWait = 2 * time.Second
+
+// waitRecorded waits, for at most recordWait, until a worker has taken the run's start
+// request and written its record, so that `runs get` right after `start` finds the run. It
+// says on stderr when no worker is live, or none took the request in time: the request
+// waits in the steps stream, and the run starts when a worker takes it.
+func (a *app) waitRecorded(ctx context.Context, c *conn, runID string) {
+	wait := recordWait
+	served, err := consumer.ServedTypes(ctx, c.js, c.names)
+	idle := err == nil && len(served) == 0
+	if idle {
+		wait = idleRecordWait // a worker may be starting up
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	if _, err := c.store.WaitRun(wctx, runID); err == nil || ctx.Err() != nil {
+		return
+	}
+	if idle {
+		fmt.Fprintf(a.stderr, "warning: no live worker: run %s starts when a worker takes its start request (see `jetflow workers ls`)\n", runID)
+		return
+	}
+	fmt.Fprintf(a.stderr, "warning: run %s: no worker took its start request within %s; it starts when one does\n", runID, wait)
 }
 
 // waitRun waits for a run to end and prints how it ended; the exit code follows the status.

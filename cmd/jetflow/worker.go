@@ -23,6 +23,7 @@ func (a *app) workerCmd() *cobra.Command {
 		workflowsDir string
 		allowEnv     string
 		retention    time.Duration
+		maxPayload   int
 		hf           httpFlags
 	)
 	cmd := &cobra.Command{
@@ -35,6 +36,9 @@ func (a *app) workerCmd() *cobra.Command {
 			}
 			if drainTimeout < 0 {
 				return usageErr(errors.New("--drain-timeout must be positive"))
+			}
+			if maxPayload < 1 {
+				return usageErr(errors.New("--max-payload must be at least 1 byte"))
 			}
 			if err := hf.health.validate(); err != nil {
 				return err
@@ -57,7 +61,7 @@ func (a *app) workerCmd() *cobra.Command {
 			if retention < 0 {
 				return usageErr(errors.New("--retention must be positive"))
 			}
-			cfg := consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout, Retention: retention}
+			cfg := consumer.Config{Types: typeList, Concurrency: concurrency, DrainTimeout: drainTimeout, Retention: retention, MaxPayload: maxPayload}
 			if allowEnv != "" {
 				cfg.AllowEnv = strings.Split(allowEnv, ",")
 			}
@@ -73,6 +77,7 @@ func (a *app) workerCmd() *cobra.Command {
 	f.IntVar(&concurrency, "concurrency", consumer.DefaultConcurrency, "steps of each node type run at once")
 	f.DurationVar(&drainTimeout, "drain-timeout", consumer.DefaultDrainTimeout, "on shutdown, how long running steps may finish")
 	f.StringVar(&workflowsDir, "workflows", "", "apply every definition in this directory at start")
+	f.IntVar(&maxPayload, "max-payload", checkpoint.DefaultMaxPayload, "largest node input or output, in bytes (over 256 KiB they travel as blobs)")
 	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
 	hf.register(cmd, "")
 	f.StringVar(&allowEnv, "allow-env", "", "environment variables ${{ env.NAME }} expressions may read, comma-separated (e.g. API_KEY)")
