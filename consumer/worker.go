@@ -421,7 +421,8 @@ func (w *Worker) Run(ctx context.Context) error {
 // startState binds the consumer of start requests, creating it when missing.
 func (w *Worker) startState(ctx context.Context) (*typeState, error) {
 	if err := jsetup.EnsureConsumer(ctx, w.js, w.cfg.Names, jsetup.ConsumerConfig{Type: workflow.StartConsumerType}, false, 0, nil); err != nil {
-		return nil, err
+		// An install set up by an older jetflow has no start subjects in its steps stream.
+		return nil, fmt.Errorf("%w (run `jetflow setup` once to add start requests to stream %s)", err, w.cfg.Names.StepsStream())
 	}
 	cons, err := w.js.Consumer(ctx, w.cfg.Names.StepsStream(), w.cfg.Names.StartConsumer())
 	if err != nil {
