@@ -127,13 +127,19 @@ func Pipeline(ctx context.Context, dial Dialer, cfg PipelineConfig) (res Result,
 		defer cancel()
 		err = errors.Join(err, deleteStreams(dctx, js, stream, "KV_"+bucket))
 	}()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
-		Name: stream, Subjects: []string{subj + ".>"}, Retention: jetstream.WorkQueuePolicy,
-		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute, Replicas: cfg.Replicas,
+	if err := retryStorage(ctx, func() error {
+		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
+			Name: stream, Subjects: []string{subj + ".>"}, Retention: jetstream.WorkQueuePolicy,
+			Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute, Replicas: cfg.Replicas,
+		})
+		return err
 	}); err != nil {
 		return res, fmt.Errorf("create stream %s: %w", stream, err)
 	}
-	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas}); err != nil {
+	if err := retryStorage(ctx, func() error {
+		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas})
+		return err
+	}); err != nil {
 		return res, fmt.Errorf("create bucket %s: %w", bucket, err)
 	}
 	if err := directOff(ctx, js, "KV_"+bucket); err != nil {
@@ -371,6 +377,23 @@ func directOff(ctx context.Context, js jetstream.JetStream, stream string) error
 		return fmt.Errorf("update stream %s: %w", stream, err)
 	}
 	return nil
+}
+
+// retryStorage runs create, again up to 4 times 200 ms apart while the server answers that
+// it could not create the stream's storage directory: right after the engine's streams were
+// deleted (the phase before), the server may still be removing the account's directory.
+func retryStorage(ctx context.Context, create func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := create()
+		if err == nil || attempt == 5 || !strings.Contains(err.Error(), "could not create storage directory") {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // deleteStreams deletes the named streams; missing ones are fine.
