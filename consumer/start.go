@@ -29,7 +29,12 @@ import (
 const startTimeout = 10 * time.Second
 
 // refusedStart is a start request no retry can make good: it goes to the DLQ with reason.
-type refusedStart struct{ reason string }
+// taken says the run ID belongs to a run that exists (another input took it), whose end is
+// not this request's to write.
+type refusedStart struct {
+	reason string
+	taken  bool
+}
 
 func (r *refusedStart) Error() string { return r.reason }
 
@@ -74,10 +79,28 @@ func (w *Worker) handleStart(ctx context.Context, ts *typeState, msg jetstream.M
 		_ = msg.Ack()
 		return nil
 	case errors.Is(err, workflow.ErrMalformed), errors.As(err, &refused):
-		return w.refuseStart(ctx, msg, meta, req, err.Error())
+		if err := w.refuseStart(ctx, msg, meta, req, err.Error()); err != nil {
+			return err
+		}
+		if req != nil && (refused == nil || !refused.taken) && w.noRecord(ctx, req.RunID) {
+			// The run will never have a record: its end says why, so `start --wait` and
+			// anything else waiting for the run hears of it instead of waiting for ever.
+			// (Never over a run that exists: a refused request must not end someone's run.)
+			end := &checkpoint.End{Status: checkpoint.EndFailed, Reason: "start refused: " + workflow.OneLine(err.Error(), 500), At: time.Now().UTC()}
+			if _, err := w.store.CreateEnd(ctx, req.RunID, end); err != nil {
+				w.log.Warn("refused start request: cannot write the run's end", "run_id", req.RunID, "err", err)
+			}
+		}
+		return nil
 	default:
 		return err
 	}
+}
+
+// noRecord reports whether run has no record (false when that cannot be read).
+func (w *Worker) noRecord(ctx context.Context, run string) bool {
+	_, err := w.store.Run(ctx, run)
+	return errors.Is(err, checkpoint.ErrNotFound)
 }
 
 // startRun writes the run record of req (or finds the one an earlier delivery wrote) and
@@ -103,7 +126,7 @@ func (w *Worker) startRun(ctx context.Context, req *workflow.StartRequest) error
 			return fmt.Errorf("read run %s: %w", req.RunID, err)
 		}
 		if old.Workflow != req.Workflow || !bytes.Equal(old.Input, req.Input) {
-			return refuse("run ID %s already used by a run of workflow %s with another input: start with another --id", req.RunID, old.Workflow)
+			return &refusedStart{reason: fmt.Sprintf("run ID %s already used by a run of workflow %s with another input: start with another --id", req.RunID, old.Workflow), taken: true}
 		}
 		rec = old // a second delivery, or a start again with the same ID and input
 	} else if err != nil {
