@@ -89,6 +89,9 @@ func TestTripIsSharedAndProbedOnce(t *testing.T) {
 		tk.Done(ctx, errors.New("503"))
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool { return len(b.Open()) == 1 }, "b never saw a's trip")
+	// a's own watch must deliver the trip too: until it does, a's local breaker (on the real
+	// clock, not the test's) refuses for open_for and would not admit the probe below.
+	natstest.Eventually(t, 5*time.Second, func() bool { return len(a.Open()) == 1 }, "a never saw its own trip")
 	if tk, wait, _ := b.Allow(ctx, st); tk != nil || wait <= 0 {
 		t.Fatalf("b admitted a call while the key is open (wait %s)", wait)
 	}
