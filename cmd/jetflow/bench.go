@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"math"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -18,13 +20,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/spf13/cobra"
 
+	"github.com/jetflow-dev/jetflow/bench"
 	"github.com/jetflow-dev/jetflow/checkpoint"
-	"github.com/jetflow-dev/jetflow/internal/benchjs"
 	"github.com/jetflow-dev/jetflow/internal/embedded"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
-// benchReport is what `jetflow bench --json` prints.
+// benchReport is what `jetflow bench --json` prints. Its top-level figures are jetflow's (with
+// --pairs above 1, those of the run with the median throughput).
 type benchReport struct {
 	Runs          int     `json:"runs"`
 	Steps         int     `json:"steps"`
@@ -36,29 +39,53 @@ type benchReport struct {
 	Seconds       float64 `json:"seconds"`
 	StepsPerSec   float64 `json:"steps_per_sec"`
 	RunsPerSec    float64 `json:"runs_per_sec"`
+	CPUPerStepUs  float64 `json:"cpu_us_per_step"`
 	P50ms         float64 `json:"p50_ms"`
 	P99ms         float64 `json:"p99_ms"`
 	LatencySample int     `json:"latency_sample"`
 	RunP50ms      float64 `json:"run_p50_ms"`
 	RunP99ms      float64 `json:"run_p99_ms"`
-	// With --baseline: the hand-written pipeline, the raw chain, and jetflow's share of each.
+	// Pairs is how many times jetflow and each baseline ran, in turn.
+	Pairs int `json:"pairs"`
+	// Jetflow has the figures of each of jetflow's runs, in order.
+	Jetflow []benchFigures `json:"jetflow"`
+	// Baselines are the hand-written programs jetflow is compared with (--baseline).
+	Baselines []*benchBaseline `json:"baselines,omitempty"`
+	// Baseline, Ratio, Raw and RawRatio repeat the hand loop's and the raw chain's medians.
 	Baseline *benchFigures `json:"baseline,omitempty"`
-	Raw      *benchFigures `json:"raw,omitempty"`
 	Ratio    float64       `json:"ratio,omitempty"`
+	Raw      *benchFigures `json:"raw,omitempty"`
 	RawRatio float64       `json:"raw_ratio,omitempty"`
 }
 
-// benchFigures are the throughput figures of a hand-written run.
+// benchFigures are the throughput figures of one run.
 type benchFigures struct {
-	Seconds     float64 `json:"seconds"`
-	StepsPerSec float64 `json:"steps_per_sec"`
-	RunsPerSec  float64 `json:"runs_per_sec"`
+	Seconds      float64 `json:"seconds"`
+	StepsPerSec  float64 `json:"steps_per_sec"`
+	RunsPerSec   float64 `json:"runs_per_sec"`
+	CPUPerStepUs float64 `json:"cpu_us_per_step"`
+}
+
+// benchBaseline is one baseline's runs and jetflow's ratio to each (jetflow's run of the same
+// pair divided by the baseline's).
+type benchBaseline struct {
+	Name    string         `json:"name"`
+	About   string         `json:"about"`
+	Skipped string         `json:"skipped,omitempty"`
+	Runs    []benchFigures `json:"runs,omitempty"`
+	Ratios  []float64      `json:"ratios,omitempty"`
+	// Ratio is the median of Ratios; RatioMin and RatioMax their spread.
+	Ratio    float64 `json:"ratio,omitempty"`
+	RatioMin float64 `json:"ratio_min,omitempty"`
+	RatioMax float64 `json:"ratio_max,omitempty"`
+	run      func(ctx context.Context, names workflow.Names, ended *atomic.Int64) (bench.Result, error)
 }
 
 func (a *app) benchCmd() *cobra.Command {
 	var (
-		runs, steps, concurrency, payload, replicas int
-		baseline                                    bool
+		runs, steps, concurrency, payload, replicas, pairs int
+		baseline                                           bool
+		watermill                                          string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -71,10 +98,16 @@ func (a *app) benchCmd() *cobra.Command {
 			"Step latency is from the moment a step can run (its parent's result recorded; for a first\n" +
 			"step, the worker's start) to its own result, over a sample of node states. Run latency is\n" +
 			"end.at − max(run created, worker start). Every run is queued before the worker starts, so\n" +
-			"both include the wait behind the rest of the batch: they are latencies under full load.\n\n" +
-			"--baseline also runs, on the same server with the same concurrency, the hand-written\n" +
-			"pipeline (per step: consume, KV get, KV create, publish the next step with Nats-Msg-Id, ack)\n" +
-			"and the raw chain (consume, publish next, ack), and prints jetflow's ratio to each.",
+			"both include the wait behind the rest of the batch: they are latencies under full load.\n" +
+			"CPU per step is this process's CPU time over the timed part: the worker, and the server\n" +
+			"too when it is the embedded one (give --nats to measure the worker alone).\n\n" +
+			"--baseline also runs, on the same server with the same sizes, the programs a user would\n" +
+			"otherwise write: the hand loop (per step: consume, KV get, KV create, publish the next step\n" +
+			"with Nats-Msg-Id, ack; nats.go's default KV settings, so reads are direct gets), the same\n" +
+			"loop with leader reads, a Watermill router chain (watermill-nats, Retry, PoisonQueue and\n" +
+			"Recoverer; a child process, see --watermill), and the raw chain (consume, publish next,\n" +
+			"ack). jetflow and each of them run in turn --pairs times; the ratios are jetflow's run\n" +
+			"divided by the baseline's of the same pair, and their median and spread are printed.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -88,32 +121,69 @@ func (a *app) benchCmd() *cobra.Command {
 				return usageErr(fmt.Errorf("--payload: use 0 to %d bytes (the inline input limit)", checkpoint.DefaultInlineLimit))
 			case replicas < 1 || replicas > 5:
 				return usageErr(errors.New("--replicas: use 1 to 5 (3 on a cluster)"))
+			case pairs < 1 || pairs > 100:
+				return usageErr(errors.New("--pairs: use 1 to 100"))
+			case watermill != "" && !baseline:
+				return usageErr(errors.New("--watermill needs --baseline"))
 			}
 			ctx := cmd.Context()
-			target, dial, stop, err := a.benchTarget(cmd)
+			target, url, dial, stop, err := a.benchTarget(cmd)
 			if err != nil {
 				return err
 			}
 			defer stop()
-			names, err := benchNames()
-			if err != nil {
-				return failedErr(err)
+			rep := benchReport{Runs: runs, StepsPerRun: steps, Concurrency: concurrency, PayloadBytes: payload, Replicas: replicas, NATS: target, Pairs: pairs}
+			var bases []*benchBaseline
+			if baseline {
+				var cleanup func()
+				if bases, cleanup, err = a.benchBaselines(ctx, &rep, url, dial, watermill); err != nil {
+					return err
+				}
+				defer cleanup()
 			}
-			rep := benchReport{Runs: runs, StepsPerRun: steps, Concurrency: concurrency, PayloadBytes: payload, Replicas: replicas, NATS: target}
+			rep.Baselines = bases
 			if !a.jsonOut {
 				fmt.Fprintf(a.stdout, "jetflow bench: %d runs × %d noop steps, concurrency %d, payload %d B, %s NATS (R%d, file storage)\n",
 					runs, steps, concurrency, payload, target, replicas)
-			}
-			if err := a.benchEngine(ctx, dial, names, &rep); err != nil {
-				return err
-			}
-			if baseline {
-				for _, raw := range []bool{false, true} {
-					if err := a.benchPipeline(ctx, dial, names, raw, &rep); err != nil {
-						return err
+				for _, b := range bases {
+					if b.Skipped != "" {
+						fmt.Fprintf(a.stdout, "  %s: skipped (%s)\n", b.Name, b.Skipped)
 					}
 				}
 			}
+			var engines []bench.EngineResult
+			for p := range pairs {
+				names, err := benchNames()
+				if err != nil {
+					return failedErr(err)
+				}
+				// Each pair starts one further along, so no program always runs first.
+				order := append([]*benchBaseline{nil}, live(bases)...)
+				for k := range order {
+					b := order[(k+p)%len(order)]
+					if b == nil {
+						res, err := a.benchEngine(ctx, dial, names, &rep)
+						if err != nil {
+							return err
+						}
+						engines = append(engines, res)
+						rep.Jetflow = append(rep.Jetflow, figures(res.Result))
+						continue
+					}
+					var ended atomic.Int64
+					done := a.progress(func() (string, int64, int64) { return b.Name, ended.Load(), int64(runs) })
+					res, err := b.run(ctx, names, &ended)
+					done()
+					if err != nil {
+						return failedErr(fmt.Errorf("bench %s: %w", b.Name, err))
+					}
+					b.Runs = append(b.Runs, figures(res))
+				}
+				if !a.jsonOut && pairs > 1 {
+					printPair(a.stdout, p, rep.Jetflow[p], live(bases))
+				}
+			}
+			rep.fill(engines, live(bases))
 			if a.jsonOut {
 				return a.printJSON(rep)
 			}
@@ -122,18 +192,145 @@ func (a *app) benchCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&runs, "runs", benchjs.DefaultRuns, "runs to start")
-	f.IntVar(&steps, "steps", benchjs.DefaultSteps, "noop nodes in the linear workflow")
-	f.IntVar(&concurrency, "concurrency", benchjs.DefaultConcurrency, "the worker's concurrency (steps run at once)")
+	f.IntVar(&runs, "runs", bench.DefaultRuns, "runs to start")
+	f.IntVar(&steps, "steps", bench.DefaultSteps, "noop nodes in the linear workflow")
+	f.IntVar(&concurrency, "concurrency", bench.DefaultConcurrency, "the worker's concurrency (steps run at once)")
 	f.IntVar(&payload, "payload", 0, "bytes of run input, carried by every step")
 	f.IntVar(&replicas, "replicas", 1, "replicas of the benchmark's streams and buckets (3 on a cluster)")
-	f.BoolVar(&baseline, "baseline", false, "also run the hand-written JetStream pipeline and the raw chain, and print the ratios")
+	f.IntVar(&pairs, "pairs", 1, "how many times jetflow (and, with --baseline, each baseline) runs, in turn")
+	f.BoolVar(&baseline, "baseline", false, "also run the hand-written loops, the Watermill chain and the raw chain, and print jetflow's ratio to each")
+	f.StringVar(&watermill, "watermill", "", "the "+bench.WatermillBinary+" executable (default: beside jetflow, in ./bin or on PATH, else built from ./bench/watermill with go)")
 	f.BoolVar(&a.jsonOut, "json", false, "print one JSON object")
 	return cmd
 }
 
-// benchEngine measures jetflow and fills in rep's figures.
-func (a *app) benchEngine(ctx context.Context, dial benchjs.Dialer, names workflow.Names, rep *benchReport) error {
+// benchBaselines returns the baselines --baseline runs. The Watermill chain is skipped, with
+// the reason, when its executable cannot be found or built.
+// cleanup removes what it built.
+func (a *app) benchBaselines(ctx context.Context, rep *benchReport, url string, dial bench.Dialer, watermill string) (bases []*benchBaseline, cleanup func(), err error) {
+	pipeline := func(m bench.Mode) func(context.Context, workflow.Names, *atomic.Int64) (bench.Result, error) {
+		return func(ctx context.Context, names workflow.Names, ended *atomic.Int64) (bench.Result, error) {
+			return bench.Pipeline(ctx, dial, bench.PipelineConfig{
+				Name: bench.PipelineName(names, m), Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency,
+				Payload: rep.PayloadBytes, Replicas: rep.Replicas, Mode: m, Ended: ended,
+			})
+		}
+	}
+	bases = []*benchBaseline{
+		{Name: bench.HandLoop.String(), About: "consume, KV get, KV create, publish next, ack; nats.go defaults (direct gets)", run: pipeline(bench.HandLoop)},
+		{Name: bench.LeaderLoop.String(), About: "the hand loop with leader reads (direct gets off)", run: pipeline(bench.LeaderLoop)},
+		{Name: "watermill", About: "Watermill router chain: watermill-nats, Retry, PoisonQueue, Recoverer; no checkpoint"},
+		{Name: bench.RawChain.String(), About: "consume, publish next, ack; no KV", run: pipeline(bench.RawChain)},
+	}
+	wm := bases[2]
+	dir, err := os.MkdirTemp("", "jetflow-bench-watermill-")
+	if err != nil {
+		return nil, nil, failedErr(err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	bin, how, err := bench.FindWatermill(ctx, watermill, dir)
+	switch {
+	case err != nil && watermill != "":
+		cleanup()
+		return nil, nil, usageErr(err)
+	case err != nil:
+		wm.Skipped = err.Error()
+	default:
+		wm.About += " (" + how + ")"
+		env := a.childNATSEnv(url)
+		wm.run = func(ctx context.Context, names workflow.Names, _ *atomic.Int64) (bench.Result, error) {
+			return bench.Watermill(ctx, bench.WatermillConfig{
+				Bin: bin, Env: env, Prefix: strings.ReplaceAll(names.Prefix(), "-", "_") + "_wm",
+				Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency, Payload: rep.PayloadBytes,
+				Replicas: rep.Replicas, Stall: bench.DefaultStall,
+			})
+		}
+	}
+	return bases, cleanup, nil
+}
+
+// childNATSEnv is the environment of a child that connects as this command does: the
+// server's URL and the credentials given by flag or environment, never on its command line.
+func (a *app) childNATSEnv(url string) []string {
+	vars := map[string]string{
+		"NATS_URL": url, "NATS_CREDS": a.creds, "NATS_NKEY": a.nkey, "NATS_USER": a.user, "NATS_PASSWORD": a.password,
+		"NATS_TOKEN": a.token, "NATS_CA": a.tlsCA, "NATS_CERT": a.tlsCert, "NATS_KEY": a.tlsKey,
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasPrefix(k, "NATS_") {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range vars {
+		if v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// live is the baselines that run.
+func live(bases []*benchBaseline) []*benchBaseline {
+	var out []*benchBaseline
+	for _, b := range bases {
+		if b.run != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// fill sets the report's jetflow figures from its median run and each baseline's ratios.
+func (r *benchReport) fill(engines []bench.EngineResult, bases []*benchBaseline) {
+	med := slices.Clone(engines)
+	slices.SortFunc(med, func(x, y bench.EngineResult) int { return cmp.Compare(x.StepsPerSec(), y.StepsPerSec()) })
+	res := med[len(med)/2]
+	r.Steps = res.Steps
+	f := figures(res.Result)
+	r.Seconds, r.StepsPerSec, r.RunsPerSec, r.CPUPerStepUs = f.Seconds, f.StepsPerSec, f.RunsPerSec, f.CPUPerStepUs
+	r.P50ms, r.P99ms = ms(res.StepLatency.P50), ms(res.StepLatency.P99)
+	r.RunP50ms, r.RunP99ms = ms(res.RunLatency.P50), ms(res.RunLatency.P99)
+	r.LatencySample = res.Sampled
+	for _, b := range bases {
+		for i, run := range b.Runs {
+			if run.StepsPerSec > 0 {
+				b.Ratios = append(b.Ratios, round(r.Jetflow[i].StepsPerSec/run.StepsPerSec, 3))
+			}
+		}
+		if len(b.Ratios) == 0 {
+			continue
+		}
+		b.Ratio, b.RatioMin, b.RatioMax = median(b.Ratios), slices.Min(b.Ratios), slices.Max(b.Ratios)
+		medRun := slices.Clone(b.Runs)
+		slices.SortFunc(medRun, func(x, y benchFigures) int { return cmp.Compare(x.StepsPerSec, y.StepsPerSec) })
+		switch b.Name {
+		case bench.HandLoop.String():
+			r.Baseline, r.Ratio = &medRun[len(medRun)/2], b.Ratio
+		case bench.RawChain.String():
+			r.Raw, r.RawRatio = &medRun[len(medRun)/2], b.Ratio
+		}
+	}
+}
+
+func figures(res bench.Result) benchFigures {
+	return benchFigures{
+		Seconds: round(res.Elapsed.Seconds(), 3), StepsPerSec: round(res.StepsPerSec(), 1), RunsPerSec: round(res.RunsPerSec(), 1),
+		CPUPerStepUs: round(float64(res.CPUPerStep())/float64(time.Microsecond), 1),
+	}
+}
+
+// median of xs (not empty), halfway between the middle two of an even count.
+func median(xs []float64) float64 {
+	s := slices.Sorted(slices.Values(xs))
+	if n := len(s); n%2 == 0 {
+		return round((s[n/2-1]+s[n/2])/2, 3)
+	}
+	return s[len(s)/2]
+}
+
+// benchEngine measures jetflow once.
+func (a *app) benchEngine(ctx context.Context, dial bench.Dialer, names workflow.Names, rep *benchReport) (bench.EngineResult, error) {
 	var published, ended atomic.Int64
 	runs := int64(rep.Runs)
 	done := a.progress(func() (string, int64, int64) {
@@ -142,73 +339,63 @@ func (a *app) benchEngine(ctx context.Context, dial benchjs.Dialer, names workfl
 		}
 		return "jetflow", ended.Load(), runs
 	})
-	res, err := benchjs.Engine(ctx, dial, benchjs.EngineConfig{
+	res, err := bench.Engine(ctx, dial, bench.EngineConfig{
 		Names: names, Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency, Payload: rep.PayloadBytes,
 		Replicas: rep.Replicas, Published: &published, Ended: &ended, Logger: a.benchLogger(), Version: version,
 	})
 	done()
 	if err != nil {
-		return failedErr(fmt.Errorf("bench: %w", err))
+		return res, failedErr(fmt.Errorf("bench: %w", err))
 	}
-	rep.Steps = res.Steps
-	rep.Seconds = round(res.Elapsed.Seconds(), 3)
-	rep.StepsPerSec, rep.RunsPerSec = round(res.StepsPerSec(), 1), round(res.RunsPerSec(), 1)
-	rep.P50ms, rep.P99ms = ms(res.StepLatency.P50), ms(res.StepLatency.P99)
-	rep.RunP50ms, rep.RunP99ms = ms(res.RunLatency.P50), ms(res.RunLatency.P99)
-	rep.LatencySample = res.Sampled
-	return nil
+	return res, nil
 }
 
-// benchPipeline measures the hand-written pipeline (or, raw, the bare chain) and fills in
-// its figures and jetflow's ratio to them.
-func (a *app) benchPipeline(ctx context.Context, dial benchjs.Dialer, names workflow.Names, raw bool, rep *benchReport) error {
-	var ended atomic.Int64
-	label := "pipeline"
-	if raw {
-		label = "raw"
+// printPair prints one pair's throughputs.
+func printPair(w io.Writer, p int, jf benchFigures, bases []*benchBaseline) {
+	fmt.Fprintf(w, "  pair %2d: jetflow %6.0f steps/s", p+1, jf.StepsPerSec)
+	for _, b := range bases {
+		r := b.Runs[p]
+		fmt.Fprintf(w, " · %s %6.0f (%.2f×)", b.Name, r.StepsPerSec, jf.StepsPerSec/r.StepsPerSec)
 	}
-	done := a.progress(func() (string, int64, int64) { return label, ended.Load(), int64(rep.Runs) })
-	b, err := benchjs.Pipeline(ctx, dial, benchjs.PipelineConfig{
-		Name: benchjs.PipelineName(names, raw), Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency,
-		Payload: rep.PayloadBytes, Replicas: rep.Replicas, Raw: raw, Ended: &ended,
-	})
-	done()
-	if err != nil {
-		return failedErr(fmt.Errorf("bench %s: %w", label, err))
-	}
-	fig := &benchFigures{Seconds: round(b.Elapsed.Seconds(), 3), StepsPerSec: round(b.StepsPerSec(), 1), RunsPerSec: round(b.RunsPerSec(), 1)}
-	ratio := 0.0
-	if fig.StepsPerSec > 0 {
-		ratio = round(rep.StepsPerSec/fig.StepsPerSec, 3)
-	}
-	if raw {
-		rep.Raw, rep.RawRatio = fig, ratio
-	} else {
-		rep.Baseline, rep.Ratio = fig, ratio
-	}
-	return nil
+	fmt.Fprintln(w)
 }
 
 // printBench prints the figures for people.
 func printBench(w io.Writer, r benchReport) {
-	fmt.Fprintf(w, "  jetflow    %d steps in %.3f s: %.0f steps/s, %.0f runs/s\n", r.Steps, r.Seconds, r.StepsPerSec, r.RunsPerSec)
+	of := ""
+	if r.Pairs > 1 {
+		of = fmt.Sprintf(" (the median of %d runs)", r.Pairs)
+	}
+	fmt.Fprintf(w, "  jetflow    %d steps in %.3f s: %.0f steps/s, %.0f runs/s, %.1f CPU µs/step%s\n", r.Steps, r.Seconds, r.StepsPerSec, r.RunsPerSec, r.CPUPerStepUs, of)
 	fmt.Fprintf(w, "             step latency p50 %s, p99 %s (ready → result, queueing included; %d node states)\n", fmtMs(r.P50ms), fmtMs(r.P99ms), r.LatencySample)
 	fmt.Fprintf(w, "             run latency  p50 %s, p99 %s (worker start → run end; every run was queued first)\n", fmtMs(r.RunP50ms), fmtMs(r.RunP99ms))
-	if r.Baseline != nil {
-		fmt.Fprintf(w, "  pipeline   %d steps in %.3f s: %.0f steps/s (by hand: consume, KV get, KV create, publish next, ack)\n", r.Steps, r.Baseline.Seconds, r.Baseline.StepsPerSec)
+	for _, b := range r.Baselines {
+		if len(b.Runs) == 0 {
+			continue
+		}
+		sps := make([]float64, len(b.Runs))
+		cpu := make([]float64, len(b.Runs))
+		for i, run := range b.Runs {
+			sps[i], cpu[i] = run.StepsPerSec, run.CPUPerStepUs
+		}
+		fmt.Fprintf(w, "  %-11s %.0f steps/s (%.0f–%.0f), %.1f CPU µs/step: %s\n", b.Name, median(sps), slices.Min(sps), slices.Max(sps), median(cpu), b.About)
 	}
-	if r.Raw != nil {
-		fmt.Fprintf(w, "  raw chain  %d steps in %.3f s: %.0f steps/s (consume, publish next, ack)\n", r.Steps, r.Raw.Seconds, r.Raw.StepsPerSec)
-	}
-	if r.Baseline != nil && r.Raw != nil {
-		fmt.Fprintf(w, "  jetflow / pipeline = %.2f×, jetflow / raw chain = %.2f×\n", r.Ratio, r.RawRatio)
+	for _, b := range r.Baselines {
+		if len(b.Ratios) == 0 {
+			continue
+		}
+		spread := ""
+		if len(b.Ratios) > 1 {
+			spread = fmt.Sprintf(" (%.2f–%.2f over %d pairs)", b.RatioMin, b.RatioMax, len(b.Ratios))
+		}
+		fmt.Fprintf(w, "  jetflow / %-11s = %.2f×%s\n", b.Name, b.Ratio, spread)
 	}
 }
 
 // benchTarget returns the server to measure, as shown to the user, and how to connect to it:
 // the one --nats (or NATS_URL) names, or else an embedded server in a temporary directory
 // that stop shuts down and removes.
-func (a *app) benchTarget(cmd *cobra.Command) (target string, dial benchjs.Dialer, stop func(), err error) {
+func (a *app) benchTarget(cmd *cobra.Command) (target, url string, dial bench.Dialer, stop func(), err error) {
 	if f := cmd.Flag("nats"); (f != nil && f.Changed) || os.Getenv("NATS_URL") != "" {
 		dial = func(name string) (*nats.Conn, error) {
 			opts, err := a.natsOptions(name, false)
@@ -221,16 +408,16 @@ func (a *app) benchTarget(cmd *cobra.Command) (target string, dial benchjs.Diale
 			}
 			return nc, nil
 		}
-		return redactURL(a.natsURL), dial, func() {}, nil
+		return redactURL(a.natsURL), a.natsURL, dial, func() {}, nil
 	}
 	dir, err := os.MkdirTemp("", "jetflow-bench-")
 	if err != nil {
-		return "", nil, nil, failedErr(fmt.Errorf("temporary directory: %w", err))
+		return "", "", nil, nil, failedErr(fmt.Errorf("temporary directory: %w", err))
 	}
 	srv, err := embedded.Start(embedded.Options{StoreDir: dir, Port: -1})
 	if err != nil {
 		_ = os.RemoveAll(dir)
-		return "", nil, nil, failedErr(err)
+		return "", "", nil, nil, failedErr(err)
 	}
 	stop = func() {
 		srv.Shutdown()
@@ -241,7 +428,7 @@ func (a *app) benchTarget(cmd *cobra.Command) (target string, dial benchjs.Diale
 	dial = func(name string) (*nats.Conn, error) {
 		return nats.Connect(addr, nats.Name(name), nats.MaxReconnects(2))
 	}
-	return "embedded", dial, stop, nil
+	return "embedded", addr, dial, stop, nil
 }
 
 // benchNames returns a fresh random prefix.

@@ -29,7 +29,17 @@ type benchJSON struct {
 	Raw *struct {
 		StepsPerSec float64 `json:"steps_per_sec"`
 	} `json:"raw"`
-	Ratio float64 `json:"ratio"`
+	Ratio   float64 `json:"ratio"`
+	Pairs   int     `json:"pairs"`
+	Jetflow []struct {
+		StepsPerSec float64 `json:"steps_per_sec"`
+	} `json:"jetflow"`
+	Baselines []struct {
+		Name    string    `json:"name"`
+		Skipped string    `json:"skipped"`
+		Ratios  []float64 `json:"ratios"`
+		Ratio   float64   `json:"ratio"`
+	} `json:"baselines"`
 }
 
 func decodeBench(t *testing.T, r result) benchJSON {
@@ -71,19 +81,33 @@ func TestBenchEmbedded(t *testing.T) {
 	}
 }
 
-// TestBenchTarget runs `jetflow bench --baseline` against a server given by --nats, and checks
-// that it leaves nothing behind.
+// TestBenchTarget runs `jetflow bench --baseline` against a server given by --nats, two pairs,
+// with every baseline (the Watermill chain built from bench/watermill), and checks that it
+// leaves nothing behind.
 func TestBenchTarget(t *testing.T) {
 	t.Parallel()
 	srv := natstest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	b := decodeBench(t, runCLI(t, ctx, "", "bench", "--nats", srv.ClientURL(), "--runs", "20", "--steps", "2", "--concurrency", "4", "--payload", "512", "--baseline", "--json"))
+	b := decodeBench(t, runCLI(t, ctx, "", "bench", "--nats", srv.ClientURL(), "--runs", "20", "--steps", "2", "--concurrency", "4", "--payload", "512", "--baseline", "--pairs", "2", "--json"))
 	if b.Runs != 20 || b.Steps != 40 || b.NATS != srv.ClientURL() {
 		t.Errorf("bench: runs %d, steps %d, nats %q; want 20, 40, %s", b.Runs, b.Steps, b.NATS, srv.ClientURL())
 	}
 	if b.Baseline == nil || b.Baseline.StepsPerSec <= 0 || b.Raw == nil || b.Raw.StepsPerSec <= 0 || b.Ratio <= 0 {
-		t.Errorf("bench --baseline: want the pipeline's and the raw chain's figures and a ratio:\n%+v", b)
+		t.Errorf("bench --baseline: want the hand loop's and the raw chain's figures and a ratio:\n%+v", b)
+	}
+	if b.Pairs != 2 || len(b.Jetflow) != 2 {
+		t.Errorf("bench --pairs 2: pairs %d, %d jetflow runs; want 2 and 2", b.Pairs, len(b.Jetflow))
+	}
+	var names []string
+	for _, bl := range b.Baselines {
+		names = append(names, bl.Name)
+		if bl.Skipped != "" || len(bl.Ratios) != 2 || bl.Ratio <= 0 {
+			t.Errorf("baseline %s: skipped %q, ratios %v, median %v; want it run twice", bl.Name, bl.Skipped, bl.Ratios, bl.Ratio)
+		}
+	}
+	if got := strings.Join(names, ", "); got != "hand loop, leader loop, watermill, raw chain" {
+		t.Errorf("baselines %s; want hand loop, leader loop, watermill, raw chain", got)
 	}
 	_, js := srv.Connect(t)
 	var left []string
@@ -116,6 +140,9 @@ func TestBenchBadFlags(t *testing.T) {
 		{"--payload", "-1"},
 		{"--payload", "999999999"},
 		{"--replicas", "7"},
+		{"--pairs", "0"},
+		{"--watermill", "/bin/true"},
+		{"--baseline", "--watermill", "/no/such/jetflow-bench-watermill"},
 	} {
 		if r := runCLI(t, ctx, "", append([]string{"bench", "--nats", "nats://127.0.0.1:1"}, args...)...); r.code != exitUsage {
 			t.Errorf("bench %v: want exit 2, got %s", args, r)

@@ -28,7 +28,7 @@ var grafanaExportKeys = []string{"__inputs", "__requires", "__elements"}
 // decodeDashboard decodes a dashboard JSON strictly into the Grafana Foundation SDK's
 // dashboard type, with every panel and query plugin of the SDK registered, so a panel's
 // options and a query decode strictly into their plugin's types too.
-func decodeDashboard(t *testing.T, data []byte) (*dashboard.Dashboard, error) {
+func decodeDashboard(t *testing.T, data []byte) (*dashboard.Dashboard, error) { //nolint:staticcheck // deploy/grafana holds the classic (v1) JSON model, which this type describes
 	t.Helper()
 	plugins.RegisterDefaultPlugins()
 	var fields map[string]json.RawMessage
@@ -52,7 +52,7 @@ func decodeDashboard(t *testing.T, data []byte) (*dashboard.Dashboard, error) {
 		t.Fatal(err)
 	}
 	var strictErrs cog.BuildErrors
-	if err := new(dashboard.Dashboard).UnmarshalJSONStrict(model); err != nil && !errors.As(err, &strictErrs) {
+	if err := new(dashboard.Dashboard).UnmarshalJSONStrict(model); err != nil && !errors.As(err, &strictErrs) { //nolint:staticcheck // deploy/grafana holds the classic (v1) JSON model, which this type describes
 		return nil, err
 	}
 	var refused cog.BuildErrors
@@ -66,7 +66,7 @@ func decodeDashboard(t *testing.T, data []byte) (*dashboard.Dashboard, error) {
 	}
 	// The strict decoder drops what it refused: decode again, now that only plugin
 	// defaults were missing, to keep every panel's options.
-	var d dashboard.Dashboard
+	var d dashboard.Dashboard //nolint:staticcheck // deploy/grafana holds the classic (v1) JSON model, which this type describes
 	if err := json.Unmarshal(model, &d); err != nil {
 		return nil, err
 	}

@@ -32,7 +32,7 @@ type natsJetStreamMetadata struct {
 	UseHTTPS               bool   `keda:"name=useHttps, optional, order=triggerMetadata, default=false"`
 	NatsServerEndpoint     string `keda:"name=natsServerMonitoringEndpoint, order=authParams;triggerMetadata"`
 
-	triggerIndex int // TypedConfig requires the field
+	triggerIndex int //nolint:unused // KEDA's TypedConfig requires the field and sets it by name
 }
 
 // natsJetStreamKeys are the metadata keys the scaler reads (the names in the tags above).

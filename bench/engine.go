@@ -1,4 +1,4 @@
-package benchjs
+package bench
 
 import (
 	"cmp"
@@ -80,9 +80,9 @@ func (c EngineConfig) WithDefaults() EngineConfig {
 func (c EngineConfig) validate() error {
 	switch {
 	case c.Names.Prefix() == "":
-		return errors.New("benchjs: Names is required")
+		return errors.New("bench: Names is required")
 	case c.Runs < 0, c.Steps < 0, c.Concurrency < 0, c.Payload < 0, c.Sample < 0:
-		return errors.New("benchjs: Runs, Steps, Concurrency, Payload and Sample must be positive")
+		return errors.New("bench: Runs, Steps, Concurrency, Payload and Sample must be positive")
 	}
 	return nil
 }
@@ -172,14 +172,14 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 	if err != nil {
 		return res, err
 	}
-	start := time.Now()
+	start, cpu := time.Now(), CPUTime()
 	err = waitEnded(ctx, cfg.Ended, int64(cfg.Runs), cfg.Stall, anyClosed(ends.done, workerDone), failed)
-	elapsed := time.Since(start)
+	elapsed, cpu := time.Since(start), CPUTime()-cpu
 	stopWorker()
 	_ = watcher.Stop()
 	watching.Wait()
 	got := ends.snapshot()
-	res.Result = Result{Runs: len(got), Steps: len(got) * cfg.Steps, Elapsed: elapsed}
+	res.Result = Result{Runs: len(got), Steps: len(got) * cfg.Steps, Elapsed: elapsed, CPU: cpu}
 	if err != nil {
 		return res, err
 	}
@@ -376,9 +376,6 @@ func anyClosed(cs ...<-chan struct{}) <-chan struct{} {
 
 // PipelineName is the name Pipeline should use next to an engine installation n, so the
 // deletion of one never touches the other.
-func PipelineName(n workflow.Names, raw bool) string {
-	if raw {
-		return strings.ReplaceAll(n.Prefix(), "-", "_") + "_raw"
-	}
-	return strings.ReplaceAll(n.Prefix(), "-", "_") + "_base"
+func PipelineName(n workflow.Names, m Mode) string {
+	return strings.ReplaceAll(n.Prefix(), "-", "_") + "_" + strings.Fields(m.String())[0]
 }

@@ -1,4 +1,4 @@
-package benchjs
+package bench
 
 import (
 	"cmp"
@@ -30,7 +30,7 @@ type Dialer func(name string) (*nats.Conn, error)
 
 // PipelineConfig sizes a hand-written pipeline run. Zero fields take the defaults.
 type PipelineConfig struct {
-	// Name names the stream (upper-cased), its subjects and its bucket (default "benchjs").
+	// Name names the stream (upper-cased), its subjects and its bucket (default "handloop").
 	// The stream and bucket must not exist; both are deleted when Pipeline returns.
 	Name string
 	// Runs is how many chains run (default 2,000).
@@ -43,8 +43,8 @@ type PipelineConfig struct {
 	Payload int
 	// Replicas of the stream and bucket (default 1).
 	Replicas int
-	// Raw drops the KV work: consume, publish the next step, ack. The last step only counts.
-	Raw bool
+	// Mode is the loop measured (default HandLoop).
+	Mode Mode
 	// Ended, when set, counts the runs that ended (for a progress display).
 	Ended *atomic.Int64
 	// Stall is how long to wait without a run ending before giving up (default 1 min).
@@ -53,7 +53,7 @@ type PipelineConfig struct {
 
 // WithDefaults returns c with zero fields filled in.
 func (c PipelineConfig) WithDefaults() PipelineConfig {
-	c.Name = cmp.Or(c.Name, "benchjs")
+	c.Name = cmp.Or(c.Name, "handloop")
 	c.Runs = cmp.Or(c.Runs, DefaultRuns)
 	c.Steps = cmp.Or(c.Steps, DefaultSteps)
 	c.Concurrency = cmp.Or(c.Concurrency, DefaultConcurrency)
@@ -68,17 +68,46 @@ func (c PipelineConfig) WithDefaults() PipelineConfig {
 func (c PipelineConfig) validate() error {
 	switch {
 	case c.Runs < 0:
-		return errors.New("benchjs: Runs must be positive")
+		return errors.New("bench: Runs must be positive")
 	case c.Steps < 0:
-		return errors.New("benchjs: Steps must be positive")
+		return errors.New("bench: Steps must be positive")
 	case c.Concurrency < 0:
-		return errors.New("benchjs: Concurrency must be positive")
+		return errors.New("bench: Concurrency must be positive")
 	case c.Payload < 0:
-		return errors.New("benchjs: Payload must be positive")
+		return errors.New("bench: Payload must be positive")
 	case strings.ContainsAny(c.Name, ".*> \t"):
-		return fmt.Errorf("benchjs: Name %q must be one subject token", c.Name)
+		return fmt.Errorf("bench: Name %q must be one subject token", c.Name)
 	}
 	return nil
+}
+
+// Mode is which hand-written loop Pipeline runs.
+type Mode int
+
+const (
+	// HandLoop is the loop a user writes with nats.go's defaults: per step consume, KV get,
+	// KV create, publish the next step with a Nats-Msg-Id, ack. The bucket is created through
+	// the KV API with its defaults, so reads are direct gets (any replica may answer); the last
+	// step records nothing more than its own key.
+	HandLoop Mode = iota
+	// LeaderLoop is HandLoop with direct gets turned off on the bucket, so every read goes to
+	// the stream leader (what jetflow's setup does for its runs bucket on more than one replica).
+	LeaderLoop
+	// RawChain drops the KV work: consume, publish the next step, ack.
+	RawChain
+)
+
+// String names the mode as `jetflow bench` prints it.
+func (m Mode) String() string {
+	switch m {
+	case HandLoop:
+		return "hand loop"
+	case LeaderLoop:
+		return "leader loop"
+	case RawChain:
+		return "raw chain"
+	}
+	return "mode " + strconv.Itoa(int(m))
 }
 
 // Result is what one benchmark measured.
@@ -88,6 +117,17 @@ type Result struct {
 	// Elapsed is the time from the first consume (or the worker's start) to the last end;
 	// setup and publishing the first steps are not included.
 	Elapsed time.Duration
+	// CPU is the CPU time this process used over Elapsed: the worker (or the hand loop),
+	// and an embedded server when the benchmark runs on one.
+	CPU time.Duration
+}
+
+// CPUPerStep is the process's CPU time per step.
+func (r Result) CPUPerStep() time.Duration {
+	if r.Steps == 0 {
+		return 0
+	}
+	return r.CPU / time.Duration(r.Steps)
 }
 
 // StepsPerSec is the step throughput.
@@ -103,10 +143,10 @@ func perSec(n int, d time.Duration) float64 {
 	return float64(n) / d.Seconds()
 }
 
-// Pipeline creates a work-queue stream and a KV bucket configured as jetflow's (file storage,
-// 10-minute duplicate window, KV reads from the leader), publishes the first step of every
-// run, then times the consumers until every run ended. dial opens the connection; ctx bounds
-// the whole run.
+// Pipeline creates a work-queue stream and a KV bucket as a user would (nats.go's defaults:
+// file storage, the default duplicate window; for LeaderLoop, direct gets off), publishes the
+// first step of every run, then times the consumers until every run ended. dial opens the
+// connection; ctx bounds the whole run.
 func Pipeline(ctx context.Context, dial Dialer, cfg PipelineConfig) (res Result, err error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.validate(); err != nil {
@@ -130,20 +170,22 @@ func Pipeline(ctx context.Context, dial Dialer, cfg PipelineConfig) (res Result,
 	if err := retryStorage(ctx, func() error {
 		_, err := js.CreateStream(ctx, jetstream.StreamConfig{
 			Name: stream, Subjects: []string{subj + ".>"}, Retention: jetstream.WorkQueuePolicy,
-			Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute, Replicas: cfg.Replicas,
+			Storage: jetstream.FileStorage, Replicas: cfg.Replicas,
 		})
 		return err
 	}); err != nil {
 		return res, fmt.Errorf("create stream %s: %w", stream, err)
 	}
 	if err := retryStorage(ctx, func() error {
-		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, History: 1, Storage: jetstream.FileStorage, Replicas: cfg.Replicas})
+		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucket, Replicas: cfg.Replicas})
 		return err
 	}); err != nil {
 		return res, fmt.Errorf("create bucket %s: %w", bucket, err)
 	}
-	if err := directOff(ctx, js, "KV_"+bucket); err != nil {
-		return res, err
+	if cfg.Mode == LeaderLoop {
+		if err := directOff(ctx, js, "KV_"+bucket); err != nil {
+			return res, err
+		}
 	}
 	kv, err := js.KeyValue(ctx, bucket) // bound after directOff: a handle keeps the mode it saw
 	if err != nil {
@@ -170,10 +212,10 @@ func Pipeline(ctx context.Context, dial Dialer, cfg PipelineConfig) (res Result,
 	defer stopFetch()
 	slots := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, cpu := time.Now(), CPUTime()
 	wg.Go(func() { p.pull(fetchCtx, cons, slots, &wg) })
 	err = waitEnded(ctx, cfg.Ended, int64(cfg.Runs), cfg.Stall, p.done, &p.failed)
-	res = Result{Runs: int(cfg.Ended.Load()), Steps: int(cfg.Ended.Load()) * cfg.Steps, Elapsed: time.Since(start)}
+	res = Result{Runs: int(cfg.Ended.Load()), Steps: int(cfg.Ended.Load()) * cfg.Steps, Elapsed: time.Since(start), CPU: CPUTime() - cpu}
 	stopFetch()
 	wg.Wait()
 	return res, err
@@ -245,7 +287,7 @@ func (p *pipeline) step(ctx context.Context, msg jetstream.Msg) error {
 	if !ok {
 		return msg.Term()
 	}
-	if !p.cfg.Raw {
+	if p.cfg.Mode != RawChain {
 		key := "node." + run + "." + strconv.Itoa(i)
 		if _, err := p.kv.Get(ctx, key); err == nil {
 			return msg.Ack() // done already: a redelivery
@@ -265,15 +307,8 @@ func (p *pipeline) step(ctx context.Context, msg jetstream.Msg) error {
 		if ack.Duplicate {
 			p.fail(fmt.Errorf("step %s of %s was already stored", next, run))
 		}
-	} else {
-		if !p.cfg.Raw {
-			if _, err := p.kv.Create(ctx, "end."+run, []byte(`{"status":"completed"}`)); err != nil {
-				return err
-			}
-		}
-		if p.cfg.Ended.Add(1) == int64(p.cfg.Runs) {
-			p.once.Do(func() { close(p.done) })
-		}
+	} else if p.cfg.Ended.Add(1) == int64(p.cfg.Runs) {
+		p.once.Do(func() { close(p.done) })
 	}
 	return msg.Ack()
 }
@@ -361,8 +396,8 @@ func parallel(ctx context.Context, n, workers int, fn func(context.Context, int)
 	return ctx.Err()
 }
 
-// directOff turns direct gets off on a KV stream, as jetflow's setup does for the runs
-// bucket, so reads go to the stream leader.
+// directOff turns direct gets off on a KV stream, as jetflow's setup does for a replicated
+// runs bucket, so reads go to the stream leader.
 func directOff(ctx context.Context, js jetstream.JetStream, stream string) error {
 	s, err := js.Stream(ctx, stream)
 	if err != nil {

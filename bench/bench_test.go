@@ -1,4 +1,4 @@
-package benchjs
+package bench
 
 import (
 	"context"
@@ -78,14 +78,14 @@ func TestEngineAndPipeline(t *testing.T) {
 	if res.Elapsed <= 0 || res.StepsPerSec() <= 0 || res.RunLatency.P50 <= 0 || res.RunLatency.P99 < res.RunLatency.P50 || res.StepLatency.P99 < res.StepLatency.P50 {
 		t.Errorf("Engine: implausible figures %+v", res)
 	}
-	for _, raw := range []bool{false, true} {
+	for _, m := range []Mode{HandLoop, LeaderLoop, RawChain} {
 		var ended atomic.Int64
-		res, err := Pipeline(ctx, dial, PipelineConfig{Name: PipelineName(names, raw), Runs: 30, Steps: 3, Concurrency: 4, Raw: raw, Ended: &ended})
+		res, err := Pipeline(ctx, dial, PipelineConfig{Name: PipelineName(names, m), Runs: 30, Steps: 3, Concurrency: 4, Mode: m, Ended: &ended})
 		if err != nil {
-			t.Fatalf("Pipeline (raw %v): %v", raw, err)
+			t.Fatalf("Pipeline (%s): %v", m, err)
 		}
 		if res.Runs != 30 || res.Steps != 90 || ended.Load() != 30 || res.StepsPerSec() <= 0 {
-			t.Errorf("Pipeline (raw %v): %+v", raw, res)
+			t.Errorf("Pipeline (%s): %+v", m, res)
 		}
 	}
 
