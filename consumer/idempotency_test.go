@@ -173,3 +173,49 @@ func TestMalformedMessageGoesToDLQ(t *testing.T) {
 		t.Fatalf("run after garbage ended %s", end.Status)
 	}
 }
+
+// TestCopyOfAStepHeldInFlightIsNotLost: a copy of a step delivered while another copy holds
+// the step in this worker must not be dropped, since the holder may end without finishing
+// the step. Here the holder is a forged copy of a root that came before its run's start
+// request (it goes to the DLQ as a step of an unknown run once this worker reads no record).
+// The real root, delivered meanwhile, was acknowledged as "a duplicate of a step in flight",
+// so the run never ran (TestDuplicateStepRunsHandlerOnce failed so under load). The test
+// holds the claim itself, lets the real root be delivered, then releases it.
+func TestCopyOfAStepHeldInFlightIsNotLost(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := workflow.New("held")
+	wf.Node("a", "work")
+	wf.Node("b", "work", "a")
+	f.apply(wf)
+	var runs counter
+	w, _, _ := f.worker(Config{}, func(w *Worker) {
+		w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
+			runs.inc(s)
+			return s.Node, nil
+		})
+	})
+	const id = "run-held"
+	held, ok := w.claim(workflow.IdempotencyKey(id, "a"), inflight{seq: 1 << 62, dispatch: workflow.DispatchFirst, run: id})
+	if !ok {
+		t.Fatal("could not hold the root")
+	}
+	if _, err := f.prod.Start(context.Background(), "held", nil, producer.StartOptions{ID: id}); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := f.js.Consumer(context.Background(), f.names.StepsStream(), f.names.Consumer("work"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 20*time.Second, func() bool {
+		info, err := cons.Info(context.Background())
+		return err == nil && info.Delivered.Consumer >= 1
+	}, "the root was never delivered")
+	w.unclaim(held)
+	if end := f.waitEnd(id, 20*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s", end.Status)
+	}
+	if runs.get(id, "a") != 1 || runs.get(id, "b") != 1 {
+		t.Fatalf("handler runs a=%d b=%d, want 1 and 1", runs.get(id, "a"), runs.get(id, "b"))
+	}
+}

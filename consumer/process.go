@@ -201,10 +201,14 @@ func (s *stepRun) claim(ctx context.Context) bool {
 		// The same message again while this worker still works on it: that delivery will
 		// ack, nak or term it.
 	case cur.dispatch == s.env.Dispatch:
-		// A second copy of a step in flight here: the live copy finishes the step.
-		s.logger().Debug("duplicate of a step in flight acknowledged", "dispatch", s.env.Dispatch)
-		s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
-		_ = s.msg.Ack()
+		// A second copy of a step in flight here. The live copy may still end without
+		// finishing the step (a forged copy that came before its run's record goes to the
+		// DLQ), so this one is handed back, not acknowledged: its next delivery finds the
+		// step done (and only acknowledges) or runs it. Remembered here, that delivery
+		// counts no crash.
+		s.logger().Debug("copy of a step in flight handed back", "dispatch", s.env.Dispatch)
+		s.w.rememberHandBack(s.meta.Sequence.Stream, s.meta.NumDelivered)
+		_ = s.msg.NakWithDelay(time.Second)
 	default:
 		// Another dispatch of this step is in flight here (a stale original while its
 		// schedule fires): hand this one back, marked, so its next delivery counts no crash.
