@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -88,9 +89,27 @@ func (s *Store) purgeOpts(ctx context.Context) []jetstream.KVDeleteOpt {
 	return []jetstream.KVDeleteOpt{jetstream.PurgeTTL(time.Duration(ttl))}
 }
 
+// Read returns key's latest entry, as kv.Get does, and follows a change of the bucket's read
+// mode under a bound handle. Setup gives a one-replica runs bucket direct gets (the one server
+// that stores it answers them, so they see every acknowledged write) and turns them off when
+// the bucket gets more replicas (any replica would answer, and a lagging follower would
+// return an old value). nats.go chose the mode when the handle was bound; once direct gets
+// are off, its direct requests find no responder, so Read refreshes the handle's stream info
+// (which switches it to leader reads) and reads again. Stale data is never returned on the way:
+// a replicated bucket never has direct gets on.
+func Read(ctx context.Context, kv jetstream.KeyValue, key string) (jetstream.KeyValueEntry, error) {
+	e, err := kv.Get(ctx, key)
+	if errors.Is(err, nats.ErrNoResponders) {
+		if _, serr := kv.Status(ctx); serr == nil {
+			e, err = kv.Get(ctx, key)
+		}
+	}
+	return e, err
+}
+
 // get reads key into v and returns its revision; a missing key is ErrNotFound.
 func get(ctx context.Context, kv jetstream.KeyValue, key string, v any) (uint64, error) {
-	e, err := kv.Get(ctx, key)
+	e, err := Read(ctx, kv, key)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 			return 0, ErrNotFound
@@ -161,7 +180,7 @@ func (s *Store) PutNode(ctx context.Context, run, node string, n *Node, rev uint
 // bucket's marker TTL.
 func (s *Store) DropProgress(ctx context.Context, run, node string) error {
 	key := workflow.ProgressKey(run, node)
-	if _, err := s.runs.Get(ctx, key); errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+	if _, err := Read(ctx, s.runs, key); errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("read %s: %w", key, err)

@@ -2,6 +2,7 @@ package consumer
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -106,8 +107,8 @@ func (f *clusterFixture) start(n int) []string {
 }
 
 // check waits for every run to complete and checks each node was recorded once, by a
-// handler that ran again only where a fault explains it.
-func (f *clusterFixture) check(ids []string) {
+// handler that ran again only where a fault explains it. It returns the re-runs.
+func (f *clusterFixture) check(ids []string) int {
 	f.t.Helper()
 	for _, id := range ids {
 		var end *checkpoint.End
@@ -135,6 +136,7 @@ func (f *clusterFixture) check(ids []string) {
 		}
 	}
 	f.t.Logf("%d runs completed; %d handler re-runs (a step whose ack was lost in the fault)", len(ids), reruns)
+	return reruns
 }
 
 // TestClusterStepsLeaderKilled: 150 runs on an R3 cluster with three workers on three nodes;
@@ -161,7 +163,7 @@ func TestClusterStepsLeaderKilled(t *testing.T) {
 	f.c.Stop(leader)
 	ids = append(ids, f.start(150)[50:]...)
 	f.c.Restart(leader)
-	f.check(ids)
+	_ = f.check(ids)
 }
 
 // TestClusterRollingRestart restarts the three nodes one by one under load: no run is lost.
@@ -178,5 +180,115 @@ func TestClusterRollingRestart(t *testing.T) {
 		f.c.Restart(i)
 		f.c.WaitReady()
 	}
-	f.check(ids)
+	_ = f.check(ids)
+}
+
+// TestClusterLaggingFollower: the runs bucket is R3 and read from its leader (direct gets off),
+// so a follower that fell behind never answers a read that decides idempotency or whether a
+// run exists. One node, leading none of the runs bucket, the steps stream and the consumer,
+// is stopped while 60 runs start (its replicas miss those writes) and restarted; a fourth
+// worker connected to it alone starts as soon as its routes are back (it may still be catching
+// up), and 60 more runs start.
+// With no fault on any leader, every run completes, every handler ran exactly once, and the
+// DLQ is empty (no step was taken for one of an unknown run).
+func TestClusterLaggingFollower(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test: skipped with -short")
+	}
+	f := setupCluster(t)
+	nc, _ := connectTo(t, f.c, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const lag = 2
+	lagName := f.c.Servers[lag].Name()
+	// Move every leadership that matters off the node that will lag.
+	assets := map[string]string{
+		"$JS.API.STREAM.INFO." + "KV_" + f.names.RunsBucket():                             "$JS.API.STREAM.LEADER.STEPDOWN." + "KV_" + f.names.RunsBucket(),
+		"$JS.API.STREAM.INFO." + f.names.StepsStream():                                    "$JS.API.STREAM.LEADER.STEPDOWN." + f.names.StepsStream(),
+		"$JS.API.CONSUMER.INFO." + f.names.StepsStream() + "." + f.names.Consumer("work"): "$JS.API.CONSUMER.LEADER.STEPDOWN." + f.names.StepsStream() + "." + f.names.Consumer("work"),
+	}
+	// A step-down names the new leader (nats-server 2.11's placement), so it cannot come back.
+	preferred := []byte(`{"placement":{"preferred":"` + f.c.Servers[0].Name() + `"}}`)
+	for info, stepdown := range assets {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m, err := nc.RequestWithContext(ctx, info, nil)
+			var resp struct {
+				Cluster struct {
+					Leader string `json:"leader"`
+				} `json:"cluster"`
+			}
+			if err == nil && json.Unmarshal(m.Data, &resp) == nil && resp.Cluster.Leader != "" && resp.Cluster.Leader != lagName {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still led by %s (or by nobody)", info, lagName)
+			}
+			if err == nil && resp.Cluster.Leader == lagName {
+				_, _ = nc.RequestWithContext(ctx, stepdown, preferred)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
+	t.Logf("leaders moved off %s", lagName)
+	f.c.Stop(lag)
+	ids := f.start(60)
+	t.Logf("60 runs started with %s down", lagName)
+	f.c.Restart(lag)
+	f.c.WaitReady() // its routes are back: it is a follower again, still catching up
+
+	// A worker that talks to the lagging node only.
+	lnc, err := nats.Connect(strings.Split(f.c.URLs(), ",")[lag], nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond), nats.RetryOnFailedConnect(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lnc.Close)
+	ljs, err := jetstream.New(lnc, jetstream.WithDefaultTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lstore *checkpoint.Store
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		lstore, err = checkpoint.Open(ctx, ljs, f.names)
+		if err != nil {
+			t.Logf("bind through %s: %v", lagName, err)
+		}
+		return err == nil
+	}, "could not bind the buckets through the lagging node")
+	w, err := New(ljs, lstore, Config{Names: f.names, ID: "worker-lagging", PollWait: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
+		f.runs.inc(s)
+		time.Sleep(5 * time.Millisecond)
+		return s.Node, nil
+	})
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	more := make([]string, 0, 60)
+	for i := 60; i < 120; i++ {
+		id := fmt.Sprintf("run-%03d", i)
+		if _, err := f.prod.Start(ctx, "chain", []byte(`{}`), producer.StartOptions{ID: id}); err != nil {
+			t.Fatal(err)
+		}
+		more = append(more, id)
+	}
+	if reruns := f.check(append(ids, more...)); reruns != 0 {
+		t.Errorf("%d handler re-runs with no fault on any leader: a read answered from the lagging follower?", reruns)
+	}
+	dlq, err := f.js.Stream(ctx, f.names.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := dlq.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 {
+		t.Errorf("%d DLQ entries; want none", info.State.Msgs)
+	}
 }

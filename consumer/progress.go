@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -18,7 +19,7 @@ func (s *stepRun) loadProgress(ctx context.Context) ([]byte, error) {
 	s.progressMu.Lock()
 	defer s.progressMu.Unlock()
 	s.progressUsed = true
-	e, err := s.w.store.KV().Get(ctx, s.progressKey())
+	e, err := checkpoint.Read(ctx, s.w.store.KV(), s.progressKey())
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		s.progressRev = 0
 		return nil, ErrNoProgress
@@ -53,7 +54,7 @@ func (s *stepRun) saveProgress(ctx context.Context, b []byte) error {
 		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 			return fmt.Errorf("save progress: %w", err)
 		}
-		e, gerr := kv.Get(ctx, s.progressKey())
+		e, gerr := checkpoint.Read(ctx, kv, s.progressKey())
 		switch {
 		case errors.Is(gerr, jetstream.ErrKeyNotFound), errors.Is(gerr, jetstream.ErrKeyDeleted):
 			s.progressRev = 0

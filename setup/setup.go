@@ -122,14 +122,18 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 			return rep, err
 		}
 	}
+	// direct is whether a bucket may answer reads from any replica (nats.go then reads with
+	// direct gets, which skip the stream leader's API queue). The runs bucket decides
+	// idempotency, so it gets them only with one replica, where the one server that stores
+	// it answers and sees every acknowledged write (checkpoint.Read follows a later change).
 	buckets := []struct {
 		cfg    jetstream.KeyValueConfig
-		direct bool
+		direct func(replicas int) bool
 	}{
-		{jetstream.KeyValueConfig{Bucket: n.RunsBucket(), Description: "jetflow runs, node states, joins and ends", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, false},
-		{jetstream.KeyValueConfig{Bucket: n.WorkflowsBucket(), Description: "jetflow workflow registry", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, true},
-		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, false},
-		{jetstream.KeyValueConfig{Bucket: n.WorkersBucket(), Description: "jetflow worker presence", History: 1, TTL: WorkerPresenceTTL, Storage: jetstream.FileStorage, Replicas: replicas}, true},
+		{jetstream.KeyValueConfig{Bucket: n.RunsBucket(), Description: "jetflow runs, node states, joins and ends", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, singleReplica},
+		{jetstream.KeyValueConfig{Bucket: n.WorkflowsBucket(), Description: "jetflow workflow registry", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, always},
+		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, never},
+		{jetstream.KeyValueConfig{Bucket: n.WorkersBucket(), Description: "jetflow worker presence", History: 1, TTL: WorkerPresenceTTL, Storage: jetstream.FileStorage, Replicas: replicas}, always},
 	}
 	markers := markersSupported(ctx, js)
 	for _, b := range buckets {
@@ -222,6 +226,10 @@ func ensureBlobs(ctx context.Context, js jetstream.JetStream, bucket string, rep
 	return nil
 }
 
+func singleReplica(replicas int) bool { return replicas <= 1 }
+func always(int) bool                 { return true }
+func never(int) bool                  { return false }
+
 // markersSupported reports whether the server can expire markers (JetStream API level 1,
 // nats-server 2.11).
 func markersSupported(ctx context.Context, js jetstream.JetStream) bool {
@@ -232,7 +240,7 @@ func markersSupported(ctx context.Context, js jetstream.JetStream) bool {
 // ensureBucket creates a KV bucket, or updates the stream behind an existing one without
 // going through the KV API (which would turn direct gets back on). A marker TTL is given
 // to a bucket that has none; one an operator set is kept.
-func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig, direct bool, rep *Report) error {
+func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyValueConfig, directFor func(replicas int) bool, rep *Report) error {
 	stream := "KV_" + kc.Bucket
 	s, err := js.Stream(ctx, stream)
 	switch {
@@ -252,6 +260,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 	}
 	sc := s.CachedInfo().Config
 	want := cmp.Or(kc.Replicas, sc.Replicas)
+	direct := directFor(want)
 	markers := kc.LimitMarkerTTL > 0 && sc.SubjectDeleteMarkerTTL == 0
 	if sc.AllowDirect == direct && sc.Replicas == want && !markers {
 		return nil

@@ -2,13 +2,16 @@ package setup_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
 
+	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
 	"github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
@@ -30,13 +33,13 @@ func TestSetupIsIdempotentAndKeepsPauses(t *testing.T) {
 	if !strings.Contains(strings.Join(first.Lines, "\n"), "stream ACME_STEPS: created") {
 		t.Fatalf("first setup: %v", first.Lines)
 	}
-	// The runs bucket reads from the leader.
+	// One replica: the runs bucket answers direct gets (from the one server storing it).
 	s, err := js.Stream(ctx, "KV_"+names.RunsBucket())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.CachedInfo().Config.AllowDirect {
-		t.Fatal("the runs bucket allows direct gets")
+	if !s.CachedInfo().Config.AllowDirect {
+		t.Fatal("the one-replica runs bucket does not allow direct gets")
 	}
 	steps, _ := js.Stream(ctx, names.StepsStream())
 	sc := steps.CachedInfo().Config
@@ -158,4 +161,79 @@ func TestPurgeMarkersExpire(t *testing.T) {
 	if got := s.CachedInfo().Config.SubjectDeleteMarkerTTL; got != 5*time.Second {
 		t.Errorf("setup changed a marker TTL an operator set: %s", got)
 	}
+}
+
+// TestRunsReadModeFollowsReplicas moves a runs bucket from one replica to three and back on a
+// 3-node cluster, with a store bound all along: direct gets are on only at one replica (where
+// the one server storing the bucket answers them), and the bound handle keeps reading, and
+// reads the latest write, through both changes (checkpoint.Read switches it to leader reads
+// when direct gets are turned off under it).
+func TestRunsReadModeFollowsReplicas(t *testing.T) {
+	t.Parallel()
+	c := natstest.StartCluster(t, 3)
+	nc, err := nats.Connect(c.URLs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	names := workflow.MustNames("modes")
+	direct := func(replicas int) bool {
+		t.Helper()
+		if _, err := setup.Run(ctx, js, setup.Config{Names: names, Replicas: replicas}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := js.Stream(ctx, "KV_"+names.RunsBucket())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.CachedInfo().Config.Replicas; got != replicas {
+			t.Fatalf("runs bucket at %d replicas, want %d", got, replicas)
+		}
+		return s.CachedInfo().Config.AllowDirect
+	}
+	if !direct(1) {
+		t.Fatal("R1: the runs bucket does not allow direct gets")
+	}
+	store, err := checkpoint.Open(ctx, js, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(v string) {
+		t.Helper()
+		if _, err := store.KV().Put(ctx, "probe", []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := func(want string) {
+		t.Helper()
+		e, err := checkpoint.Read(ctx, store.KV(), "probe")
+		if err != nil {
+			t.Fatalf("read after the change: %v", err)
+		}
+		if string(e.Value()) != want {
+			t.Fatalf("read %q, want the latest write %q", e.Value(), want)
+		}
+	}
+	write("1")
+	read("1")
+	if direct(3) {
+		t.Fatal("R3: the runs bucket allows direct gets: a lagging follower could answer")
+	}
+	read("1")
+	for i := range 20 {
+		v := fmt.Sprint("r3-", i)
+		write(v)
+		read(v)
+	}
+	if !direct(1) {
+		t.Fatal("back at R1: the runs bucket does not allow direct gets")
+	}
+	write("back")
+	read("back")
 }

@@ -330,6 +330,7 @@ func TestDeployNATSNames(t *testing.T) {
 		{"$KV." + n.WorkflowsBucket() + "." + workflow.WorkflowKey("wf"), false, false, true},
 		{api + "STREAM.INFO.KV_" + n.RunsBucket(), true, true, true},
 		{api + "STREAM.MSG.GET.KV_" + n.RunsBucket(), true, true, true},
+		{api + "DIRECT.GET.KV_" + n.RunsBucket() + ".$KV." + n.RunsBucket() + "." + workflow.NodeKey("run1", "node"), true, true, true},
 		{api + "DIRECT.GET.KV_" + n.WorkflowsBucket() + ".$KV." + n.WorkflowsBucket() + ".wf.x", true, true, true},
 		{api + "CONSUMER.MSG.NEXT." + n.StepsStream() + "." + n.Consumer("noop"), false, true, true},
 		{api + "CONSUMER.PAUSE." + n.StepsStream() + "." + n.Consumer("http"), false, true, true},
