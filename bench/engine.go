@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,8 @@ type EngineConfig struct {
 	Logger *slog.Logger
 	// Version is the worker's version in its presence record.
 	Version string
+	// CPUProfile, when set, receives a CPU profile of the timed part (pprof format).
+	CPUProfile io.Writer
 }
 
 // WithDefaults returns c with zero fields filled in.
@@ -172,9 +175,18 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 	if err != nil {
 		return res, err
 	}
+	if cfg.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(cfg.CPUProfile); err != nil {
+			stopWorker()
+			return res, fmt.Errorf("cpu profile: %w", err)
+		}
+	}
 	start, cpu := time.Now(), CPUTime()
 	err = waitEnded(ctx, cfg.Ended, int64(cfg.Runs), cfg.Stall, anyClosed(ends.done, workerDone), failed)
 	elapsed, cpu := time.Since(start), CPUTime()-cpu
+	if cfg.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	stopWorker()
 	_ = watcher.Stop()
 	watching.Wait()

@@ -85,7 +85,7 @@ func (a *app) benchCmd() *cobra.Command {
 	var (
 		runs, steps, concurrency, payload, replicas, pairs int
 		baseline                                           bool
-		watermill                                          string
+		watermill, cpuProfile                              string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -127,6 +127,15 @@ func (a *app) benchCmd() *cobra.Command {
 				return usageErr(errors.New("--watermill needs --baseline"))
 			}
 			ctx := cmd.Context()
+			var profile *os.File
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return usageErr(fmt.Errorf("--cpuprofile: %w", err))
+				}
+				defer f.Close()
+				profile = f
+			}
 			target, url, dial, stop, err := a.benchTarget(cmd)
 			if err != nil {
 				return err
@@ -162,7 +171,11 @@ func (a *app) benchCmd() *cobra.Command {
 				for k := range order {
 					b := order[(k+p)%len(order)]
 					if b == nil {
-						res, err := a.benchEngine(ctx, dial, names, &rep)
+						var w io.Writer
+						if profile != nil && p == 0 {
+							w = profile
+						}
+						res, err := a.benchEngine(ctx, dial, names, &rep, w)
 						if err != nil {
 							return err
 						}
@@ -200,6 +213,7 @@ func (a *app) benchCmd() *cobra.Command {
 	f.IntVar(&pairs, "pairs", 1, "how many times jetflow (and, with --baseline, each baseline) runs, in turn")
 	f.BoolVar(&baseline, "baseline", false, "also run the hand-written loops, the Watermill chain and the raw chain, and print jetflow's ratio to each")
 	f.StringVar(&watermill, "watermill", "", "the "+bench.WatermillBinary+" executable (default: beside jetflow, in ./bin or on PATH, else built from ./bench/watermill with go)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of jetflow's first timed run to this file (go tool pprof)")
 	f.BoolVar(&a.jsonOut, "json", false, "print one JSON object")
 	return cmd
 }
@@ -330,7 +344,7 @@ func median(xs []float64) float64 {
 }
 
 // benchEngine measures jetflow once.
-func (a *app) benchEngine(ctx context.Context, dial bench.Dialer, names workflow.Names, rep *benchReport) (bench.EngineResult, error) {
+func (a *app) benchEngine(ctx context.Context, dial bench.Dialer, names workflow.Names, rep *benchReport, profile io.Writer) (bench.EngineResult, error) {
 	var published, ended atomic.Int64
 	runs := int64(rep.Runs)
 	done := a.progress(func() (string, int64, int64) {
@@ -339,9 +353,14 @@ func (a *app) benchEngine(ctx context.Context, dial bench.Dialer, names workflow
 		}
 		return "jetflow", ended.Load(), runs
 	})
+	// The worker's GC target (as `jetflow worker` runs), for jetflow's run only: the
+	// baselines run with Go's defaults, as a user's program would.
+	restore := workerGC()
+	defer restore()
 	res, err := bench.Engine(ctx, dial, bench.EngineConfig{
 		Names: names, Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency, Payload: rep.PayloadBytes,
 		Replicas: rep.Replicas, Published: &published, Ended: &ended, Logger: a.benchLogger(), Version: version,
+		CPUProfile: profile,
 	})
 	done()
 	if err != nil {

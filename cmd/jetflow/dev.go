@@ -39,6 +39,7 @@ func (a *app) devCmd() *cobra.Command {
 			"built-in node types until Ctrl-C.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			defer workerGC()()
 			if err := hf.health.validate(); err != nil {
 				return err
 			}

@@ -31,6 +31,7 @@ func (a *app) workerCmd() *cobra.Command {
 		Short: "Run steps of the built-in node types until SIGTERM or SIGINT, then drain",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			defer workerGC()()
 			if concurrency < 1 {
 				return usageErr(errors.New("--concurrency must be at least 1"))
 			}
