@@ -133,7 +133,7 @@ func (a *app) benchCmd() *cobra.Command {
 				if err != nil {
 					return usageErr(fmt.Errorf("--cpuprofile: %w", err))
 				}
-				defer f.Close()
+				defer func() { _ = f.Close() }() // on an early return; closed and checked below
 				profile = f
 			}
 			target, url, dial, stop, err := a.benchTarget(cmd)
@@ -194,6 +194,11 @@ func (a *app) benchCmd() *cobra.Command {
 				}
 				if !a.jsonOut && pairs > 1 {
 					printPair(a.stdout, p, rep.Jetflow[p], live(bases))
+				}
+			}
+			if profile != nil {
+				if err := profile.Close(); err != nil {
+					return failedErr(fmt.Errorf("--cpuprofile: %w", err))
 				}
 			}
 			rep.fill(engines, live(bases))
