@@ -75,21 +75,27 @@ func setupCluster(t *testing.T) *clusterFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := New(wjs, wstore, Config{Names: names, ID: fmt.Sprintf("worker-%d", i), PollWait: 500 * time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
-			f.runs.inc(s)
-			time.Sleep(5 * time.Millisecond)
-			return s.Node, nil
-		})
-		wctx, stop := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { _ = w.Run(wctx); close(done) }()
-		t.Cleanup(func() { stop(); <-done })
+		f.startWorker(wjs, wstore, fmt.Sprintf("worker-%d", i))
 	}
 	return f
+}
+
+// startWorker runs a worker of type work (counting its handler runs) until the test ends.
+func (f *clusterFixture) startWorker(js jetstream.JetStream, store *checkpoint.Store, id string) {
+	f.t.Helper()
+	w, err := New(js, store, Config{Names: f.names, ID: id, PollWait: 500 * time.Millisecond})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
+		f.runs.inc(s)
+		time.Sleep(5 * time.Millisecond)
+		return s.Node, nil
+	})
+	wctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = w.Run(wctx); close(done) }()
+	f.t.Cleanup(func() { stop(); <-done })
 }
 
 // start starts n runs, retrying through a leader election.
@@ -255,19 +261,7 @@ func TestClusterLaggingFollower(t *testing.T) {
 		}
 		return err == nil
 	}, "could not bind the buckets through the lagging node")
-	w, err := New(ljs, lstore, Config{Names: f.names, ID: "worker-lagging", PollWait: 500 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Handle("work", func(ctx context.Context, s *Step) (any, error) {
-		f.runs.inc(s)
-		time.Sleep(5 * time.Millisecond)
-		return s.Node, nil
-	})
-	wctx, stop := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = w.Run(wctx); close(done) }()
-	t.Cleanup(func() { stop(); <-done })
+	f.startWorker(ljs, lstore, "worker-lagging")
 
 	more := make([]string, 0, 60)
 	for i := 60; i < 120; i++ {
