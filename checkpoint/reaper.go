@@ -446,17 +446,23 @@ func (r *Reaper) acquire(ctx context.Context) (uint64, error) {
 	return 0, fmt.Errorf("%w: %s after %d tries", ErrConflict, LeaseKey, MaxCASRetries)
 }
 
-// release gives the lease up if this reaper holds it, so another can take over at once.
+// release gives the lease up if this reaper holds it, so another can take over at once. A
+// renewal cut short by the stopping context may still land after the read here: the write
+// then conflicts, and release reads again instead of leaving the renewed lease held.
 func (r *Reaper) release() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var cur lease
-	rev, err := get(ctx, r.store.runs, LeaseKey, &cur)
-	if err != nil || cur.Owner != r.cfg.Owner {
-		return
+	for range MaxCASRetries {
+		var cur lease
+		rev, err := get(ctx, r.store.runs, LeaseKey, &cur)
+		if err != nil || cur.Owner != r.cfg.Owner {
+			return
+		}
+		cur.Until = r.cfg.Clock().UTC()
+		if _, err := put(ctx, r.store.runs, LeaseKey, &cur, rev); !errors.Is(err, ErrConflict) {
+			return
+		}
 	}
-	cur.Until = r.cfg.Clock().UTC()
-	_, _ = put(ctx, r.store.runs, LeaseKey, &cur, rev)
 }
 
 // dlqRuns returns the set of run IDs that have at least one DLQ entry, reading the DLQ
