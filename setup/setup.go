@@ -192,8 +192,46 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.Stre
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("update stream %s: %w", sc.Name, err)
 	}
+	if sc.Replicas != cur.Replicas {
+		if err := waitReplicas(ctx, js, sc.Name, sc.Replicas); err != nil {
+			return err
+		}
+	}
 	rep.add("stream %s: up to date", sc.Name)
 	return nil
+}
+
+// replicaWait bounds how long setup waits for a stream whose replicas it changed.
+const replicaWait = time.Minute
+
+// waitReplicas waits until stream name has a leader and want-1 current followers, and then
+// takes a write: a stream just scaled up answers no publish until its new peers caught up
+// (the first write after `setup --replicas 3` would otherwise hang until its timeout).
+func waitReplicas(ctx context.Context, js jetstream.JetStream, name string, want int) error {
+	ctx, cancel := context.WithTimeout(ctx, replicaWait)
+	defer cancel()
+	for {
+		s, err := js.Stream(ctx, name)
+		if err == nil {
+			if c := s.CachedInfo().Cluster; want <= 1 || c != nil && c.Leader != "" && len(c.Replicas) == want-1 && allCurrent(c.Replicas) {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stream %s did not reach %d current replicas within %s: check the cluster (`nats stream info %s`) and run setup again", name, want, replicaWait, name)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func allCurrent(peers []*jetstream.PeerInfo) bool {
+	for _, p := range peers {
+		if !p.Current || p.Offline {
+			return false
+		}
+	}
+	return true
 }
 
 // ensureBlobs creates the Object Store of large payloads when it is missing; an existing one
@@ -272,8 +310,12 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, kc jetstream.KeyV
 		sc.SubjectDeleteMarkerTTL = kc.LimitMarkerTTL
 		rep.add("bucket %s: purge markers now expire after %s", kc.Bucket, kc.LimitMarkerTTL)
 	}
+	was := s.CachedInfo().Config.Replicas
 	if _, err := js.UpdateStream(ctx, sc); err != nil {
 		return fmt.Errorf("update bucket %s: %w", kc.Bucket, err)
+	}
+	if want != was {
+		return waitReplicas(ctx, js, sc.Name, want)
 	}
 	return nil
 }
