@@ -12,6 +12,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -131,11 +132,15 @@ func (s *Store) GetBlob(ctx context.Context, run string, ref BlobRef, max int) (
 	if ref.Size > max {
 		return nil, fmt.Errorf("%w: blob %s of run %s is %d bytes; the limit is %d bytes", ErrTooLarge, ref.SHA256[:12], run, ref.Size, max)
 	}
+	name := blobName(run, ref.SHA256)
+	if data, ok := s.blobCache.get(name); ok {
+		return data, nil
+	}
 	obs, err := s.blobStore(ctx)
 	if err != nil {
 		return nil, err
 	}
-	data, err := obs.GetBytes(ctx, blobName(run, ref.SHA256))
+	data, err := obs.GetBytes(ctx, name)
 	switch {
 	case errors.Is(err, jetstream.ErrObjectNotFound):
 		return nil, fmt.Errorf("%w: blob %s of run %s (%d bytes) is not in %s", ErrBlobMissing, ref.SHA256[:12], run, ref.Size, s.names.BlobsBucket())
@@ -148,7 +153,58 @@ func (s *Store) GetBlob(ctx context.Context, run string, ref BlobRef, max int) (
 	if len(data) != ref.Size || hex.EncodeToString(sum[:]) != ref.SHA256 {
 		return nil, fmt.Errorf("%w: blob %s of run %s: read %d bytes with another SHA-256", ErrBlobCorrupt, ref.SHA256[:12], run, len(data))
 	}
+	s.blobCache.put(name, data)
 	return data, nil
+}
+
+// Blob cache bounds: a blob is named by its content's SHA-256 and never changes, so a read
+// one is kept (the items of a for_each node all read their node's input blob).
+const (
+	blobCacheBytes = 32 << 20
+	blobCacheOne   = 4 << 20
+)
+
+// blobCache keeps recently read blobs, by name, up to blobCacheBytes, dropping the oldest.
+type blobCache struct {
+	mu    sync.Mutex
+	data  map[string][]byte
+	order []string
+	size  int
+}
+
+// get returns a copy of the blob called name, if kept.
+func (c *blobCache) get(name string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b, ok := c.data[name]
+	if !ok {
+		return nil, false
+	}
+	return bytes.Clone(b), true
+}
+
+// put keeps a copy of data as the blob called name, when it is small enough.
+func (c *blobCache) put(name string, data []byte) {
+	if len(data) > blobCacheOne {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.data[name]; ok {
+		return
+	}
+	if c.data == nil {
+		c.data = map[string][]byte{}
+	}
+	for c.size+len(data) > blobCacheBytes && len(c.order) > 0 {
+		old := c.order[0]
+		c.order = c.order[1:]
+		c.size -= len(c.data[old])
+		delete(c.data, old)
+	}
+	c.data[name] = bytes.Clone(data)
+	c.order = append(c.order, name)
+	c.size += len(data)
 }
 
 // Offload returns v as it is when it is at most inline bytes (0: DefaultInlineLimit), and

@@ -96,7 +96,7 @@ func (s *Store) cancel(ctx context.Context, run, reason string, hook func(point 
 			return false, fmt.Errorf("end run %s: %w", run, err)
 		}
 		if wrote {
-			return true, nil
+			return true, s.cancelChildren(ctx, run, hook)
 		}
 		end, _, err := s.End(ctx, run)
 		if err != nil {
@@ -106,11 +106,50 @@ func (s *Store) cancel(ctx context.Context, run, reason string, hook func(point 
 		case end == nil:
 			continue // deleted meanwhile (a replay reopened the run): try again
 		case end.Status == EndCancelled:
-			return false, nil
+			return false, s.cancelChildren(ctx, run, hook)
 		}
 		// The run ended otherwise first: take the cancel back.
 		return false, s.takeBackCancel(ctx, run, keyRev, end)
 	}
+}
+
+// cancelChildren cancels the subflow runs a cancelled run started, and theirs in turn. A
+// child's ID is derived from its node and dispatch, so a child whose start request is still
+// waiting is found too: it has no record yet, and the worker that takes its request sees the
+// parent cancelled and cancels it then.
+func (s *Store) cancelChildren(ctx context.Context, run string, hook func(point string) bool) error {
+	r, err := s.Run(ctx, run)
+	if err != nil {
+		return err
+	}
+	def, err := s.Definition(ctx, r.Def)
+	if errors.Is(err, ErrNotFound) {
+		return nil // no definition, no subflow nodes (the run's steps go to the DLQ as malformed)
+	}
+	if err != nil {
+		return err
+	}
+	for _, n := range def.Nodes {
+		if n.Type != workflow.SubflowType {
+			continue
+		}
+		st, _, err := s.Node(ctx, run, n.Name)
+		if err != nil {
+			return err
+		}
+		if st == nil || st.Final() {
+			continue
+		}
+		child := st.Child
+		if child == "" {
+			child = workflow.ChildRunID(run, n.Name, st.Dispatch)
+		}
+		var ended *EndedError
+		if _, err := s.cancel(ctx, child, "parent run "+run+" was cancelled", hook); err != nil && !errors.Is(err, ErrNotFound) && !errors.As(err, &ended) {
+			return fmt.Errorf("cancel subflow %s of run %s: %w", child, run, err)
+		}
+	}
+	return nil
 }
 
 // takeBackCancel deletes cancel.<run> at revision rev (0: nothing to delete) from a run that

@@ -96,8 +96,70 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 	num("replayed_from", n.ReplayedFrom)
 	str("reason", n.Reason, false)
 	num("dlq_seq", n.DLQSeq)
+	if it := n.Items; it != nil {
+		name("items")
+		var fine bool
+		if b, fine = it.appendJSON(b); !fine {
+			ok = false
+		}
+	}
+	str("child", n.Child, false)
 	b = append(b, '}')
 	return b, ok
+}
+
+// appendJSON writes it as encoding/json would; false when a value needs encoding/json.
+func (it *Items) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"list":`...)
+	if len(it.List) == 0 {
+		b = append(b, "null"...)
+	} else {
+		var ok bool
+		if b, ok = fastjson.AppendRaw(b, it.List); !ok {
+			return b, false
+		}
+	}
+	for _, f := range []struct {
+		key string
+		v   int
+	}{{"count", it.Count}, {"done", it.Done}, {"dead", it.Dead}, {"next", it.Next}} {
+		b = append(b, ',', '"')
+		b = append(b, f.key...)
+		b = append(b, '"', ':')
+		b = strconv.AppendInt(b, int64(f.v), 10)
+	}
+	list := func(key string, rs []Release) bool {
+		if len(rs) == 0 {
+			return true
+		}
+		b = append(b, ',', '"')
+		b = append(b, key...)
+		b = append(b, `":[`...)
+		for i, r := range rs {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, `{"i":`...)
+			b = strconv.AppendInt(b, int64(r.Item), 10)
+			b = append(b, `,"by":`...)
+			b = strconv.AppendInt(b, int64(r.By), 10)
+			if r.Dispatch != "" {
+				if !fastjson.PlainString(r.Dispatch) {
+					return false
+				}
+				b = append(b, `,"d":"`...)
+				b = append(b, r.Dispatch...)
+				b = append(b, '"')
+			}
+			b = append(b, '}')
+		}
+		b = append(b, ']')
+		return true
+	}
+	if !list("inflight", it.Inflight) || !list("requeue", it.Requeue) {
+		return b, false
+	}
+	return append(b, '}'), true
 }
 
 // marshalValue is json.Marshal with the fast path for node states.

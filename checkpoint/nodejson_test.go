@@ -83,6 +83,7 @@ func TestNodeJSONCoversEveryField(t *testing.T) {
 			f.SetBytes([]byte(strconv.Itoa(i + 1)))
 		case reflect.Struct: // time.Time
 			f.Set(reflect.ValueOf(time.Date(2026, 11, 28, 10, 0, i, 0, time.UTC)))
+		case reflect.Pointer: // *Items: encoding/json writes those, left nil here (see below)
 		default:
 			t.Fatalf("field %s has kind %s: teach this test (and appendJSON) about it", v.Type().Field(i).Name, f.Kind())
 		}
@@ -94,5 +95,19 @@ func TestNodeJSONCoversEveryField(t *testing.T) {
 	std, err := json.Marshal(&n)
 	if err != nil || !bytes.Equal(fast, std) {
 		t.Fatalf("a field is missing from appendJSON:\nfast %s\n std %s (%v)", fast, std, err)
+	}
+	// A for_each node's bookkeeping, in every shape.
+	for _, it := range []*Items{
+		{},
+		{List: json.RawMessage(`{"$blob":"ab","size":3}`), Count: 9, Done: 3, Dead: 1, Next: 6,
+			Inflight: []Release{{Item: 4, By: ReleasedByNode}, {Item: 5, By: 3, Dispatch: "r12"}}, Requeue: []Release{{Item: 2, By: ReleasedByReplay, Dispatch: "r7"}}},
+		{Count: 1, Requeue: []Release{}},
+	} {
+		n.Items = it
+		fast, ok := n.appendJSON(nil)
+		std, err := json.Marshal(&n)
+		if !ok || err != nil || !bytes.Equal(fast, std) {
+			t.Fatalf("items %+v (fast path %v):\nfast %s\n std %s (%v)", it, ok, fast, std, err)
+		}
 	}
 }

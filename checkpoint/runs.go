@@ -25,6 +25,8 @@ type RunFilter struct {
 	Since time.Time
 	// Limit caps the number of runs returned, newest first (0: no cap).
 	Limit int
+	// Parent keeps the subflow runs that run started.
+	Parent string
 }
 
 // RunSummary is one run as `jetflow runs ls` shows it.
@@ -35,6 +37,8 @@ type RunSummary struct {
 	CreatedAt time.Time  `json:"created_at"` // when the run started
 	EndedAt   *time.Time `json:"ended_at"`   // nil while running
 	Reason    string     `json:"reason"`     // the end's reason
+	// Parent is the run whose subflow node started this one; empty for a top-level run.
+	Parent string `json:"parent,omitempty"`
 }
 
 // RunStatuses are the statuses a run can be in, as RunFilter.Status accepts them.
@@ -58,6 +62,9 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*RunSummary, error
 			}
 			id := strings.TrimPrefix(key, workflow.RunKey(""))
 			runs[id] = &RunSummary{ID: id, Workflow: r.Workflow, Status: RunRunning, CreatedAt: r.Created}
+			if r.Parent != nil {
+				runs[id].Parent = r.Parent.Run
+			}
 		case strings.HasPrefix(key, workflow.EndKey("")):
 			var end End
 			if err := json.Unmarshal(e.Value(), &end); err != nil {
@@ -77,7 +84,8 @@ func (s *Store) ListRuns(ctx context.Context, f RunFilter) ([]*RunSummary, error
 		}
 		if (f.Status == "" || r.Status == f.Status) &&
 			(f.Workflow == "" || r.Workflow == f.Workflow) &&
-			(f.Since.IsZero() || !r.CreatedAt.Before(f.Since)) {
+			(f.Since.IsZero() || !r.CreatedAt.Before(f.Since)) &&
+			(f.Parent == "" || r.Parent == f.Parent) {
 			out = append(out, r)
 		}
 	}

@@ -3,6 +3,8 @@ package checkpoint
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // Node statuses as stored in a node state. A node with no state is pending.
@@ -11,6 +13,11 @@ const (
 	StatusRunning  = "running"
 	StatusDone     = "done"
 	StatusDead     = "dead"
+	// StatusSkipped is a node whose `if` was false, or whose parents were all skipped: no
+	// handler ran, its output is null, and it joins its children as a done node does.
+	StatusSkipped = "skipped"
+	// StatusWaiting is a subflow node waiting for its child run to end.
+	StatusWaiting = "waiting"
 )
 
 // Run end statuses.
@@ -26,9 +33,9 @@ type Run struct {
 	Workflow string          `json:"workflow"`
 	Def      string          `json:"def"`
 	Input    json.RawMessage `json:"input"`
-	// Parent is the run that started this one as a subflow; empty for a top-level run.
-	Parent  string    `json:"parent,omitempty"`
-	Created time.Time `json:"created"`
+	// Parent is the subflow node that started this run; nil for a top-level run.
+	Parent  *workflow.ParentRef `json:"parent,omitempty"`
+	Created time.Time           `json:"created"`
 }
 
 // Node is the state of one node of one run.
@@ -61,10 +68,51 @@ type Node struct {
 	Reason string `json:"reason,omitempty"`
 	// DLQSeq is the DLQ entry a dead node is kept in.
 	DLQSeq uint64 `json:"dlq_seq,omitempty"`
+	// Items is a for_each node's item bookkeeping once its list was taken.
+	Items *Items `json:"items,omitempty"`
+	// Child is the run a subflow node started.
+	Child string `json:"child,omitempty"`
 }
 
 // Final reports whether the node reached a state no delivery changes.
-func (n *Node) Final() bool { return n != nil && (n.Status == StatusDone || n.Status == StatusDead) }
+func (n *Node) Final() bool {
+	return n != nil && (n.Status == StatusDone || n.Status == StatusDead || n.Status == StatusSkipped)
+}
+
+// Settled reports whether a node's children may count it: done or skipped.
+func (n *Node) Settled() bool {
+	return n != nil && (n.Status == StatusDone || n.Status == StatusSkipped)
+}
+
+// Items is a for_each node's bookkeeping: the counts, and the items released and not yet
+// finished. Its size is bounded by max_parallel (and the dead items waiting for a replay),
+// never by the number of items: each item's own state is its own key.
+type Items struct {
+	// List is the blob reference of the node's list of items, as its for_each gave it.
+	List json.RawMessage `json:"list"`
+	// Count is how many items the list has.
+	Count int `json:"count"`
+	// Done is how many items are done.
+	Done int `json:"done"`
+	// Dead is how many items are dead (in the DLQ).
+	Dead int `json:"dead"`
+	// Next is the index of the next item never released.
+	Next int `json:"next"`
+	// Inflight are the items released and not finished, each with who released it.
+	Inflight []Release `json:"inflight,omitempty"`
+	// Requeue are replayed items waiting for a free slot.
+	Requeue []Release `json:"requeue,omitempty"`
+}
+
+// Release is an item released into flight, and by whom: the item whose finish released it
+// (-1: the node's own step; -2: a replay). Whoever released an item publishes it, and
+// publishes it again on its own redelivery, so a crash between the two writes loses no item.
+type Release struct {
+	Item int `json:"i"`
+	By   int `json:"by"`
+	// Dispatch is the item's dispatch when it is not the first (a replayed item).
+	Dispatch string `json:"d,omitempty"`
+}
 
 // Join is the set of parents (or sinks) done so far.
 type Join struct {

@@ -35,8 +35,10 @@ type Store struct {
 	wfs   jetstream.KeyValue
 	names workflow.Names
 
-	blobMu sync.Mutex
-	objs   jetstream.ObjectStore // the blobs bucket, bound on first use (blobs.go)
+	blobMu    sync.Mutex
+	objs      jetstream.ObjectStore // the blobs bucket, bound on first use (blobs.go)
+	blobCache blobCache             // blobs read lately (blobs.go)
+	itemsSeen sync.Map              // for_each nodes' states last written here, by key (items.go)
 
 	defMu sync.RWMutex
 	defs  map[string]*workflow.Workflow

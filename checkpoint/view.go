@@ -50,8 +50,19 @@ type NodeView struct {
 	// EditedFrom is the DLQ entry whose replay replaced the node's input with Input.
 	EditedFrom uint64          `json:"edited_from,omitempty"`
 	Input      json.RawMessage `json:"input,omitempty"`
+	// Items counts a for_each node's items once its list was taken.
+	Items *ItemCounts `json:"items,omitempty"`
+	// Child is the run a subflow node started.
+	Child string `json:"child,omitempty"`
 
 	needs []string
+}
+
+// ItemCounts are a for_each node's items as `runs get` shows them.
+type ItemCounts struct {
+	Count int `json:"count"`
+	Done  int `json:"done"`
+	Dead  int `json:"dead"`
 }
 
 // NoWorkerReason is the reason MarkUnserved gives a ready node whose type no live worker
@@ -72,7 +83,7 @@ func (v *RunView) MarkUnserved(served func(typ string) bool) {
 		}
 		ready := true
 		for _, p := range n.needs {
-			if pn := v.Nodes[p]; pn == nil || pn.Status != StatusDone {
+			if pn := v.Nodes[p]; pn == nil || pn.Status != StatusDone && pn.Status != StatusSkipped {
 				ready = false
 				break
 			}
@@ -139,6 +150,10 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 			if st.EditedFrom != 0 {
 				nv.Input = s.loadForView(ctx, id, st.Input)
 			}
+			if it := st.Items; it != nil {
+				nv.Items = &ItemCounts{Count: it.Count, Done: it.Done, Dead: it.Dead}
+			}
+			nv.Child = st.Child
 			nv.Output = s.loadForView(ctx, id, st.Output)
 			if st.Status == StatusRetrying {
 				nv.NotBefore = timePtr(st.NotBefore)

@@ -29,6 +29,9 @@ func (s *stepRun) admit(ctx context.Context) (proceed bool, err error) {
 	if s.env.Dispatch != dispatchOf(st) {
 		return false, s.stale(ctx)
 	}
+	if s.resumable() {
+		return false, s.resume(ctx)
+	}
 	switch {
 	case st != nil && st.Seq != 0 && st.Seq != seq:
 		// Another copy of this step (another message with the same dispatch) holds it:
@@ -127,7 +130,18 @@ func (s *stepRun) settled(ctx context.Context) (bool, error) {
 	switch {
 	case st == nil:
 		return false, nil
-	case st.Status == checkpoint.StatusDone:
+	case s.env.IsItem() && st.Status == checkpoint.StatusDone:
+		if err := s.itemFinished(ctx, false, ""); err != nil {
+			return true, err
+		}
+		s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
+		return true, s.msg.Ack()
+	case s.env.IsItem() && st.Status == checkpoint.StatusDead:
+		if err := s.itemFinished(ctx, true, st.Reason); err != nil {
+			return true, err
+		}
+		return true, s.msg.Term()
+	case st.Settled():
 		if s.meta.NumDelivered > 1 {
 			// Redelivered after done: the delivery that wrote done may have died before it
 			// deleted the progress.
@@ -139,7 +153,7 @@ func (s *stepRun) settled(ctx context.Context) (bool, error) {
 		s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeSkippedDuplicate, 0)
 		return true, s.msg.Ack()
 	case st.Status == checkpoint.StatusDead:
-		if _, err := s.w.store.CreateEnd(ctx, s.env.RunID, &checkpoint.End{Status: checkpoint.EndFailed, Reason: s.endReason(st.Reason), At: time.Now().UTC()}); err != nil {
+		if err := s.endRun(ctx, checkpoint.EndFailed, s.endReason(st.Reason)); err != nil {
 			return true, err
 		}
 		return true, s.msg.Term()

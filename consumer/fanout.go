@@ -16,18 +16,31 @@ import (
 )
 
 // fanOut is step 6: it publishes the children this node releases, deciding joins with CAS
-// writes only, and ends the run when the last sink is done.
+// writes only, and ends the run when the last sink is done (or skipped).
 func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
-	children := s.def.Children(s.env.Node)
+	st := s.cur.st
+	return s.release(ctx, s.env.Node, st != nil && st.Status == checkpoint.StatusSkipped, out)
+}
+
+// release is step 6 for node from, settled with output out, or skipped: each child whose
+// parents are now all settled runs when at least one of them is done, and is skipped
+// (skipInline) when every one was skipped. A skipped parent joins like a done one and gives
+// its children a null output.
+func (s *stepRun) release(ctx context.Context, from string, skipped bool, out []byte) error {
+	children := s.def.Children(from)
 	if len(children) == 0 {
-		return s.sinkDone(ctx)
+		return s.sinkDone(ctx, from)
 	}
 	var runInput json.RawMessage
 	for _, c := range children {
 		child := s.def.Lookup(c)
-		nodes := map[string]json.RawMessage{s.env.Node: out}
+		anyDone := !skipped
+		if skipped {
+			out = json.RawMessage("null")
+		}
+		nodes := map[string]json.RawMessage{from: out}
 		if len(child.Needs) > 1 {
-			complete, err := s.w.store.Join(s.ops(ctx), workflow.JoinKey(s.env.RunID, c), s.env.Node, child.Needs)
+			complete, err := s.w.store.Join(s.ops(ctx), workflow.JoinKey(s.env.RunID, c), from, child.Needs)
 			if err != nil {
 				return err
 			}
@@ -38,18 +51,29 @@ func (s *stepRun) fanOut(ctx context.Context, out []byte) error {
 				return errDead
 			}
 			for _, p := range child.Needs {
-				if p == s.env.Node {
+				if p == from {
 					continue
 				}
 				pst, _, err := s.w.store.Node(s.ops(ctx), s.env.RunID, p)
 				if err != nil {
 					return err
 				}
-				if pst == nil || pst.Status != checkpoint.StatusDone {
+				if !pst.Settled() {
 					return fmt.Errorf("join of %s is complete but parent %s is not done", c, p)
 				}
-				nodes[p] = pst.Output
+				if pst.Status == checkpoint.StatusDone {
+					anyDone = true
+					nodes[p] = pst.Output
+				} else {
+					nodes[p] = json.RawMessage("null")
+				}
 			}
+		}
+		if !anyDone {
+			if err := s.skipInline(ctx, c); err != nil {
+				return err
+			}
+			continue
 		}
 		if runInput == nil {
 			in := s.env.Input
@@ -95,11 +119,12 @@ func runInputOf(nodeInput json.RawMessage) json.RawMessage {
 	return in.Input
 }
 
-// sinkDone joins this sink into sinks.<run> and ends the run completed when all are done.
-func (s *stepRun) sinkDone(ctx context.Context) error {
+// sinkDone joins sink into sinks.<run> and ends the run completed when all are done or
+// skipped.
+func (s *stepRun) sinkDone(ctx context.Context, sink string) error {
 	sinks := s.def.Sinks()
 	if len(sinks) > 1 {
-		complete, err := s.w.store.Join(s.ops(ctx), workflow.SinksKey(s.env.RunID), s.env.Node, sinks)
+		complete, err := s.w.store.Join(s.ops(ctx), workflow.SinksKey(s.env.RunID), sink, sinks)
 		if err != nil || !complete {
 			return err
 		}
@@ -125,6 +150,10 @@ func (s *stepRun) endRun(ctx context.Context, status, reason string) error {
 		if created, err = s.replaceFailedEnd(ctx, end); err != nil {
 			return err
 		}
+	}
+	// A subflow's end wakes its parent node, also on a redelivery that found the end written.
+	if err := s.w.wakeParent(s.ops(ctx), s.env.RunID); err != nil {
+		return err
 	}
 	if !created {
 		return nil

@@ -34,8 +34,12 @@ func (s *stepRun) execute(ctx context.Context) error {
 	}
 	step := &Step{
 		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
-		IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), With: s.with,
-		Attempt: attempt, Input: input, run: s,
+		IdempotencyKey: s.idempotencyKey(), With: s.with,
+		Attempt: attempt, Input: input, run: s, Index: s.env.Index(),
+	}
+	if s.env.IsItem() {
+		step.Item = s.itemValue()
+		step.Input = withItem(input, step.Item, step.Index)
 	}
 	if st != nil {
 		step.NotBefore = st.NotBefore

@@ -17,6 +17,8 @@ const (
 	OutcomeSkippedDuplicate Outcome = "skipped_duplicate"
 	OutcomeFallback         Outcome = "fallback"
 	OutcomeDeferredBreaker  Outcome = "deferred_breaker"
+	// OutcomeSkipped is a node skipped by its `if`, or because every parent was skipped.
+	OutcomeSkipped Outcome = "skipped"
 )
 
 // Observer receives what a worker does, for metrics and health. Every method must be cheap

@@ -54,8 +54,10 @@ type stepRun struct {
 	node *workflow.Node
 	log  *slog.Logger
 
-	cur  snapshot       // the node state as last read or written
-	with map[string]any // the node's settings with expressions expanded (after the gate)
+	key  string          // the KV key of the state this step works on: its node's or its item's
+	cur  snapshot        // the node state as last read or written
+	with map[string]any  // the node's settings with expressions expanded (after the gate)
+	item json.RawMessage // a for_each item's value, when it was loaded from a blob
 
 	ticket *breaker.Ticket  // the breaker's admission, reported once the handler returns
 	bs     breaker.Settings // the breaker settings the ticket is for
@@ -176,8 +178,11 @@ func (w *Worker) decode(ctx context.Context, ts *typeState, msg jetstream.Msg) *
 	case node.Type != ts.typ:
 		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: node %s is of type %s, delivered as %s", env.Node, node.Type, ts.typ))
 		return nil
+	case env.IsItem() && node.ForEach == "":
+		w.malformed(ctx, ts, msg, meta, env, fmt.Sprintf("malformed: step of item %d of node %s, which has no for_each", env.Index(), env.Node))
+		return nil
 	}
-	s.def, s.node = def, node
+	s.def, s.node, s.key = def, node, checkpoint.StateKey(env)
 	return s
 }
 
@@ -190,7 +195,7 @@ const definitionTries = 5
 // at once. It reports false when another delivery here holds the step; this one is then
 // dealt with.
 func (s *stepRun) claim(ctx context.Context) bool {
-	key := workflow.IdempotencyKey(s.env.RunID, s.env.Node)
+	key := s.idempotencyKey()
 	cur, ok := s.w.claim(key, inflight{seq: s.meta.Sequence.Stream, dispatch: s.env.Dispatch, run: s.env.RunID})
 	if ok {
 		s.claimed = cur
@@ -248,7 +253,12 @@ func (s *stepRun) run(ctx context.Context) error {
 		if !proceed || err != nil {
 			return err
 		}
-		if !gated { // step 3, once per delivery
+		if !gated { // control flow, then step 3, once per delivery
+			if handled, err := s.control(ctx); errors.Is(err, checkpoint.ErrConflict) {
+				continue
+			} else if handled || err != nil {
+				return err
+			}
 			if handled, err := s.gate(ctx); errors.Is(err, checkpoint.ErrConflict) {
 				continue
 			} else if handled || err != nil {
@@ -269,7 +279,7 @@ func (s *stepRun) run(ctx context.Context) error {
 
 // read reads the node state (step 2's one KV read, from the leader).
 func (s *stepRun) read(ctx context.Context) error {
-	st, rev, err := s.w.store.Node(s.ops(ctx), s.env.RunID, s.env.Node)
+	st, rev, err := s.w.store.NodeAt(s.ops(ctx), s.key)
 	if err != nil {
 		return err
 	}
@@ -279,7 +289,7 @@ func (s *stepRun) read(ctx context.Context) error {
 
 // write writes next at the revision last read or written, and makes it the current state.
 func (s *stepRun) write(ctx context.Context, next checkpoint.Node) error {
-	rev, err := s.w.store.PutNode(s.ops(ctx), s.env.RunID, s.env.Node, &next, s.cur.rev)
+	rev, err := s.w.store.PutNodeAt(s.ops(ctx), s.key, &next, s.cur.rev)
 	if err != nil {
 		return err
 	}
@@ -294,7 +304,7 @@ func (s *stepRun) next() checkpoint.Node { return checkpoint.From(s.cur.st, s.en
 // (once per run, cluster-wide; a crash before it writes a state redelivers it with a higher
 // delivery count).
 func (s *stepRun) countRunStart() {
-	if s.cur.st == nil && s.meta.NumDelivered == 1 && s.env.Dispatch == workflow.DispatchFirst && s.def.FirstRoot() == s.env.Node {
+	if s.cur.st == nil && s.meta.NumDelivered == 1 && s.env.Dispatch == workflow.DispatchFirst && !s.env.IsItem() && s.def.FirstRoot() == s.env.Node {
 		s.w.cfg.Observer.RunStarted(s.env.Workflow)
 	}
 }
@@ -327,7 +337,7 @@ func (s *stepRun) handBack(ctx context.Context, delay time.Duration) error {
 			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 			defer cancel()
 		}
-		if _, err := s.w.store.PutNode(ctx, s.env.RunID, s.env.Node, new(s.next().HandedBack(s.meta.NumDelivered, seq)), s.cur.rev); err != nil {
+		if _, err := s.w.store.PutNodeAt(ctx, s.key, new(s.next().HandedBack(s.meta.NumDelivered, seq)), s.cur.rev); err != nil {
 			s.logger().Debug("cannot mark a step handed back; its next delivery will count a crash", "err", err)
 			s.w.rememberHandBack(seq, s.meta.NumDelivered)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -12,7 +13,16 @@ import (
 )
 
 // progressKey is the KV key of this step's progress.
-func (s *stepRun) progressKey() string { return workflow.ProgressKey(s.env.RunID, s.env.Node) }
+func (s *stepRun) progressKey() string { return workflow.ProgressKey(s.env.RunID, s.progressNode()) }
+
+// progressNode is the node part of the progress key: the node's name, and for a for_each
+// item "<node>.i<index>".
+func (s *stepRun) progressNode() string {
+	if s.env.IsItem() {
+		return s.env.Node + ".i" + strconv.Itoa(s.env.Index())
+	}
+	return s.env.Node
+}
 
 // loadProgress reads the saved progress and remembers its revision for the next save.
 func (s *stepRun) loadProgress(ctx context.Context) ([]byte, error) {
@@ -76,6 +86,6 @@ func (s *stepRun) dropProgress(ctx context.Context, attempt int) {
 	used, held := s.progressUsed, s.progressRev != 0
 	s.progressMu.Unlock()
 	if held || !used && (attempt > 1 || s.meta.NumDelivered > 1) {
-		_ = s.w.store.DropProgress(ctx, s.env.RunID, s.env.Node)
+		_ = s.w.store.DropProgress(ctx, s.env.RunID, s.progressNode())
 	}
 }

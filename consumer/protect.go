@@ -26,7 +26,11 @@ func (s *stepRun) expandWith(input json.RawMessage) (map[string]any, error) {
 	if err := json.Unmarshal(input, &in); err != nil {
 		return nil, Permanent(fmt.Errorf("node input is not an object: %w", err))
 	}
-	with, err := workflow.Expand(s.node.With, workflow.Vars{Input: in.Input, Nodes: in.Nodes, RunID: s.env.RunID, Env: s.w.env})
+	vars := workflow.Vars{Input: in.Input, Nodes: in.Nodes, RunID: s.env.RunID, Env: s.w.env}
+	if s.env.IsItem() {
+		vars.Item, vars.Index = s.itemValue(), s.env.Index()
+	}
+	with, err := workflow.Expand(s.node.With, vars)
 	if err != nil {
 		return nil, Permanent(err)
 	}
@@ -210,7 +214,11 @@ func (s *stepRun) fallback(ctx context.Context, attempt int, why string) (bool, 
 			continue
 		}
 		step := &Step{RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: typ, Attempt: attempt,
-			IdempotencyKey: workflow.IdempotencyKey(s.env.RunID, s.env.Node), Input: input, With: s.with, Fallback: why, run: s}
+			IdempotencyKey: s.idempotencyKey(), Input: input, With: s.with, Fallback: why, run: s, Index: s.env.Index()}
+		if s.env.IsItem() {
+			step.Item = s.itemValue()
+			step.Input = withItem(input, step.Item, step.Index)
+		}
 		started := time.Now().UTC()
 		out, err, abandoned := s.invoke(ctx, h, step)
 		if abandoned {

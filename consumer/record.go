@@ -112,6 +112,15 @@ func (s *stepRun) done(ctx context.Context, a checkpoint.Attempt, out []byte, fa
 		return errDead
 	}
 	s.dropProgress(ctx, a.Number)
+	if s.env.IsItem() {
+		if s.w.at(pointItemDone) {
+			return errDead
+		}
+		if err := s.itemFinished(ctx, false, ""); err != nil {
+			return err
+		}
+		return s.msg.Ack()
+	}
 	if err := s.fanOut(ctx, out); err != nil {
 		return err
 	}
@@ -200,7 +209,7 @@ func (s *stepRun) deadLetter(ctx context.Context, from checkpoint.Node, attempts
 	seq, err := dlq.Publish(ctx, s.w.js, s.w.cfg.Names, s.msg.Data(), dlq.Failure{
 		Workflow: s.env.Workflow, Node: s.env.Node, RunID: s.env.RunID,
 		Reason: reason, Error: errText, Attempts: attempts, Worker: s.w.cfg.ID,
-		StreamSeq: s.meta.Sequence.Stream, Subject: s.msg.Subject(),
+		StreamSeq: s.meta.Sequence.Stream, Subject: s.msg.Subject(), Item: s.env.Item,
 	})
 	if err != nil {
 		return err
@@ -215,6 +224,18 @@ func (s *stepRun) deadLetter(ctx context.Context, from checkpoint.Node, attempts
 	s.w.cfg.Observer.StepFinished(s.env.Workflow, s.env.Node, s.node.Type, OutcomeDeadLettered, s.took)
 	if s.w.at(pointDeadWritten) {
 		return errDead
+	}
+	if s.env.IsItem() {
+		if s.w.at(pointItemDone) {
+			return errDead
+		}
+		if err := s.itemFinished(ctx, true, reason); err != nil {
+			return err
+		}
+		if s.w.at(pointEndWritten) {
+			return errDead
+		}
+		return s.msg.Term()
 	}
 	if err := s.endRun(ctx, checkpoint.EndFailed, s.endReason(reason)); err != nil {
 		return err

@@ -133,6 +133,18 @@ func (w *Worker) startRun(ctx context.Context, req *workflow.StartRequest) error
 		return fmt.Errorf("record run %s: %w", req.RunID, err)
 	}
 	w.known.add(req.RunID)
+	if p := rec.Parent; p != nil {
+		// A subflow whose parent was cancelled while its start request waited: cancelled too.
+		if cancelled, err := w.store.Cancelled(ctx, p.Run); err != nil {
+			return err
+		} else if cancelled {
+			var ended *checkpoint.EndedError
+			if _, err := w.store.Cancel(ctx, req.RunID, "parent run "+p.Run+" was cancelled"); err != nil && !errors.As(err, &ended) {
+				return err
+			}
+			return nil
+		}
+	}
 	def, err := w.store.Definition(ctx, rec.Def)
 	if errors.Is(err, checkpoint.ErrNotFound) {
 		return refuse("definition %s of workflow %s is missing from the registry: apply the workflow again", rec.Def, req.Workflow)

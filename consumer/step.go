@@ -20,8 +20,8 @@ type Step struct {
 	Type string
 	// Attempt is this handler run's number, from 1.
 	Attempt int
-	// IdempotencyKey is "<runID>.<node>", stable across retries and redeliveries: use it to
-	// make side effects happen once.
+	// IdempotencyKey is "<runID>.<node>" ("<runID>.<node>.<index>" for a for_each item),
+	// stable across retries and redeliveries: use it to make side effects happen once.
 	IdempotencyKey string
 	// Input is the node's input: {"input": <run input>, "nodes": {<parent>: <output>, …}}.
 	Input json.RawMessage
@@ -32,6 +32,12 @@ type Step struct {
 	// Fallback, when set, says why this handler runs as a fallback of the node's own type
 	// ("breaker … is open", "attempts exhausted …").
 	Fallback string
+	// Item is the value of the for_each item this step runs (also in Input as "item"); nil
+	// for a node without for_each.
+	Item json.RawMessage
+	// Index is the for_each item's index (also in Input as "index"); -1 for a node without
+	// for_each.
+	Index int
 
 	run *stepRun // for progress; nil in handlers called outside a worker
 	err error    // the handler's error, for the step's span

@@ -141,6 +141,8 @@ type Worker struct {
 	handlers  map[string]HandlerFunc
 	inflight  map[string]*claimed   // by idempotency key: steps this worker is processing
 	states    map[string]*typeState // by node type, once Run started
+	itemEnds  itemCombiner          // for_each items' ends, written together per node
+	itemLists itemLists             // for_each nodes' lists of items, parsed
 	cancels   map[string]bool       // cancelled runs seen by the watch
 	nCancels  atomic.Int32          // len(cancels): the step path reads it, not the map
 	handBacks map[uint64]uint64     // stream seq → delivery of hand-backs whose mark failed
@@ -725,6 +727,9 @@ func (w *Worker) watchCancels(ctx context.Context) {
 		if !w.cancels[run] && time.Since(e.Created()) < 10*time.Second && w.presence != nil && w.presence.leads() {
 			counting.Go(func() { w.countCancelled(ctx, run) })
 		}
+		if !w.cancels[run] && mayBeChild(run) && time.Since(e.Created()) < wakeWindow {
+			counting.Go(func() { w.wakeCancelled(ctx, run) })
+		}
 		w.cancels[run] = true
 		w.nCancels.Store(int32(len(w.cancels)))
 		for _, c := range w.inflight {
@@ -735,6 +740,30 @@ func (w *Worker) watchCancels(ctx context.Context) {
 			}
 		}
 	})
+}
+
+// wakeWindow is how old a cancel of a subflow's run may be for a worker that sees it to
+// wake the parent node: the steps stream's duplicate window, within which the wakes every
+// worker sends are one.
+const wakeWindow = 10 * time.Minute
+
+// wakeCancelled wakes the parent node of a cancelled subflow run once the run's end is
+// written (the cancel writes its key first), so the parent node fails.
+func (w *Worker) wakeCancelled(ctx context.Context, run string) {
+	for range 50 {
+		end, _, err := w.store.End(ctx, run)
+		if err == nil && end != nil {
+			if err := w.wakeParent(ctx, run); err != nil {
+				w.log.Warn("cannot wake the parent of a cancelled subflow", "run_id", run, "err", err)
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // countCancelled reports a run's cancelled end to the Observer, once it is there: Cancel

@@ -40,6 +40,8 @@ type Failure struct {
 	Subject string
 	// At is when it failed (default now).
 	At time.Time
+	// Item is the for_each item's index, kept in the Jetflow-Item header; nil for a node.
+	Item *int
 }
 
 // Publish stores body in the DLQ with the failure's headers and returns the entry's ID (its
@@ -70,6 +72,9 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	msg.Header.Set(workflow.HeaderOriginalSubject, workflow.OneLine(f.Subject, 500))
 	msg.Header.Set(workflow.HeaderFailedAt, at.UTC().Format(time.RFC3339))
 	msg.Header.Set(workflow.HeaderWorker, workflow.OneLine(f.Worker, 200))
+	if f.Item != nil {
+		msg.Header.Set(workflow.HeaderItem, strconv.Itoa(*f.Item))
+	}
 	ack, err := js.PublishMsg(ctx, msg)
 	if err != nil {
 		return 0, fmt.Errorf("publish to DLQ: %w", err)
@@ -90,7 +95,9 @@ type Entry struct {
 	FailedAt        time.Time `json:"failed_at"`
 	Worker          string    `json:"worker,omitempty"`
 	OriginalSubject string    `json:"original_subject,omitempty"`
-	Body            []byte    `json:"-"`
+	// Item is the for_each item the entry ran (header Jetflow-Item); nil for a node.
+	Item *int   `json:"item,omitempty"`
+	Body []byte `json:"-"`
 
 	header nats.Header // the message's headers, for Show
 }
@@ -244,6 +251,9 @@ func FromMsg(seq uint64, h nats.Header, body []byte) *Entry {
 	e.Attempts, _ = strconv.Atoi(h.Get(workflow.HeaderAttempts))
 	e.Deliveries, _ = strconv.Atoi(h.Get(workflow.HeaderDeliveries))
 	e.FailedAt, _ = time.Parse(time.RFC3339, h.Get(workflow.HeaderFailedAt))
+	if v, err := strconv.Atoi(h.Get(workflow.HeaderItem)); err == nil {
+		e.Item = &v
+	}
 	if env, err := workflow.DecodeEnvelope(body); err == nil {
 		e.Workflow = env.Workflow
 		if e.Node == "" {

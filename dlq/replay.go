@@ -164,7 +164,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		if try == checkpoint.MaxCASRetries {
 			return res, fmt.Errorf("%w: node %s of run %s kept changing", checkpoint.ErrConflict, env.Node, env.RunID)
 		}
-		cur, rev, err := store.Node(ctx, env.RunID, env.Node)
+		cur, rev, err := store.NodeAt(ctx, checkpoint.StateKey(env))
 		if err != nil {
 			return res, err
 		}
@@ -190,7 +190,7 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 			break
 		}
 		next := cur.Replayed(id, edited)
-		if _, err := store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
+		if _, err := store.PutNodeAt(ctx, checkpoint.StateKey(env), &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
 		} else if err != nil {
 			return res, err
@@ -212,13 +212,21 @@ func Replay(ctx context.Context, js jetstream.JetStream, store *checkpoint.Store
 		}
 		return res, nil
 	}
+	publish := true
+	if env.IsItem() {
+		// The item takes a slot of its node (or waits for one), and the node is no longer dead
+		// when this was its last dead item.
+		if publish, err = store.ReplayItem(ctx, env.RunID, env.Node, env.Index(), node.MaxParallelOrDefault(), dispatch); err != nil {
+			return res, err
+		}
+	}
 	if err := reopen(ctx, store, env.RunID); err != nil {
 		return res, err
 	}
 	if at(opts.hook, pointReplayReopened) {
 		return res, errStopped
 	}
-	if st.Status == checkpoint.StatusRetrying && st.Dispatch == dispatch && st.Attempts == 0 {
+	if publish && st.Status == checkpoint.StatusRetrying && st.Dispatch == dispatch && st.Attempts == 0 {
 		// Not run since the replay: publish (deduplicated if an earlier, interrupted replay
 		// of this entry already did).
 		step := *env

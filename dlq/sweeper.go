@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -142,14 +143,14 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 		}
 		return s.deleteStep(ctx, steps, adv.StreamSeq)
 	}
-	f.Workflow, f.Node, f.RunID = env.Workflow, env.Node, env.RunID
+	f.Workflow, f.Node, f.RunID, f.Item = env.Workflow, env.Node, env.RunID, env.Item
 	for try := 0; ; try++ {
 		if try == checkpoint.MaxCASRetries {
 			// Never fall through to the end and the delete while the node is not dead: the
 			// advisory comes back and the next sweep tries again.
 			return fmt.Errorf("%w: node %s of run %s kept changing", checkpoint.ErrConflict, env.Node, env.RunID)
 		}
-		st, rev, err := s.store.Node(ctx, env.RunID, env.Node)
+		st, rev, err := s.store.NodeAt(ctx, checkpoint.StateKey(env))
 		if err != nil {
 			return err
 		}
@@ -179,7 +180,7 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 		}
 		from := checkpoint.From(st, env.Dispatch)
 		next := from.Dead(from.Attempts, reason, cmp.Or(from.LastError, reason), seq, "", time.Now().UTC())
-		if _, err := s.store.PutNode(ctx, env.RunID, env.Node, &next, rev); errors.Is(err, checkpoint.ErrConflict) {
+		if _, err := s.store.PutNodeAt(ctx, checkpoint.StateKey(env), &next, rev); errors.Is(err, checkpoint.ErrConflict) {
 			continue
 		} else if err != nil {
 			return err
@@ -190,14 +191,64 @@ func (s *Sweeper) sweep(ctx context.Context, data []byte) error {
 	if at(s.hook, pointSweepDead) {
 		return errStopped
 	}
+	endReason := fmt.Sprintf("node %s: %s", env.Node, reason)
+	if env.IsItem() {
+		if endReason, err = s.itemDied(ctx, env, reason); err != nil {
+			return err
+		}
+	}
 	if _, err := s.store.CreateEnd(ctx, env.RunID, &checkpoint.End{Status: checkpoint.EndFailed,
-		Reason: fmt.Sprintf("node %s: %s", env.Node, reason), At: time.Now().UTC()}); err != nil {
+		Reason: endReason, At: time.Now().UTC()}); err != nil {
 		return err
+	}
+	if r, err := s.store.Run(ctx, env.RunID); err == nil && r.Parent != nil {
+		// A subflow's end wakes its parent node.
+		if _, err := producer.PublishWake(ctx, s.js, s.names, workflow.SubflowType, r.Parent.Wake()); err != nil {
+			return err
+		}
 	}
 	if at(s.hook, pointSweepEnded) {
 		return errStopped
 	}
 	return s.deleteStep(ctx, steps, adv.StreamSeq)
+}
+
+// itemDied counts a dead for_each item in its node (which is then dead) and publishes the
+// item that takes its slot, as a worker does; it returns the run's end reason.
+func (s *Sweeper) itemDied(ctx context.Context, env *workflow.Envelope, reason string) (string, error) {
+	def, err := s.store.Definition(ctx, env.Def)
+	if err != nil {
+		return "", err
+	}
+	node := def.Lookup(env.Node)
+	if node == nil {
+		return "", fmt.Errorf("workflow %s has no node %s", env.Workflow, env.Node)
+	}
+	f, err := s.store.FinishItem(ctx, env.RunID, env.Node, env.Index(), true, reason, node.MaxParallelOrDefault(), 0)
+	if err != nil {
+		return "", err
+	}
+	var values []json.RawMessage
+	if len(f.Publish) > 0 {
+		if values, err = s.store.ItemList(ctx, env.RunID, f.Node.Items.List); err != nil {
+			return "", err
+		}
+	}
+	for _, r := range f.Publish {
+		if r.Item >= len(values) {
+			return "", fmt.Errorf("item %d of node %s of run %s is beyond its list", r.Item, env.Node, env.RunID)
+		}
+		value, err := s.store.Offload(ctx, env.RunID, values[r.Item], 0)
+		if err != nil {
+			return "", err
+		}
+		next := &workflow.Envelope{RunID: env.RunID, Workflow: env.Workflow, Def: env.Def, Node: env.Node, Input: env.Input,
+			Dispatch: cmp.Or(r.Dispatch, workflow.DispatchFirst), Item: &r.Item, Value: value}
+		if _, err := producer.Publish(ctx, s.js, s.names, node.Type, next); err != nil {
+			return "", err
+		}
+	}
+	return fmt.Sprintf("node %s: %s", env.Node, cmp.Or(f.Node.Reason, reason)), nil
 }
 
 // deleteStep deletes the step at seq from the steps stream (already gone is fine), the last

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // Register adds every built-in node type to w.
@@ -29,6 +30,13 @@ func Register(w *consumer.Worker) {
 	w.Handle("http", HTTP)
 	w.Handle("sleep", Sleep)
 	w.Handle("noop", Noop)
+	w.Handle(workflow.SubflowType, subflow)
+}
+
+// subflow is the handler of the workflow type, which the engine runs itself (it starts the
+// child run and waits for it); a step that reaches it is a bug, and fails permanently.
+func subflow(context.Context, *consumer.Step) (any, error) {
+	return nil, consumer.Permanent(errors.New("a workflow node runs no handler: the worker starts its child run"))
 }
 
 // Noop returns with.output, or null: a step that does nothing, for tests and benchmarks.

@@ -219,16 +219,22 @@ const publishAttempts = 3
 // election); not after the server refused it. dup reports that the broker had stored a
 // request of this run already, unless an earlier attempt of this call may have stored it.
 func (p *Producer) publishStart(ctx context.Context, req *workflow.StartRequest) (dup bool, err error) {
+	return PublishStart(ctx, p.js, p.cfg.Names, req)
+}
+
+// PublishStart publishes a start request through js, as Producer.Start does (a worker
+// starting a subflow uses it too); see publishStart.
+func PublishStart(ctx context.Context, js jetstream.JetStream, names workflow.Names, req *workflow.StartRequest) (dup bool, err error) {
 	body, err := req.Encode()
 	if err != nil {
 		return false, err
 	}
 	for attempt := 1; ; attempt++ {
-		msg := &nats.Msg{Subject: p.cfg.Names.StartSubject(req.Workflow), Header: nats.Header{}, Data: body}
+		msg := &nats.Msg{Subject: names.StartSubject(req.Workflow), Header: nats.Header{}, Data: body}
 		msg.Header.Set(workflow.HeaderMsgID, req.RunID)
 		msg.Header.Set(workflow.HeaderRun, req.RunID)
 		tracing.Inject(ctx, msg.Header)
-		ack, err := p.js.PublishMsg(ctx, msg)
+		ack, err := js.PublishMsg(ctx, msg)
 		if err == nil {
 			return ack.Duplicate && attempt == 1, nil
 		}
@@ -291,6 +297,26 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	return ack.Duplicate, nil
 }
 
+// PublishWake publishes the step that wakes a waiting subflow node (env, the node's step of
+// the dispatch that started the child) once its child ended. Its message ID is the step's
+// with ".w" added: every writer of the child's end may send it, and one is stored.
+func PublishWake(ctx context.Context, js jetstream.JetStream, names workflow.Names, nodeType string, env *workflow.Envelope) (bool, error) {
+	body, err := env.Encode()
+	if err != nil {
+		return false, err
+	}
+	msg := &nats.Msg{Subject: names.StepSubject(nodeType, env.Workflow, env.Node), Header: nats.Header{}, Data: body}
+	msg.Header.Set(workflow.HeaderMsgID, env.MsgID()+".w")
+	msg.Header.Set(workflow.HeaderRun, env.RunID)
+	msg.Header.Set(workflow.HeaderNode, env.Node)
+	tracing.Inject(ctx, msg.Header)
+	ack, err := js.PublishMsg(ctx, msg)
+	if err != nil {
+		return false, fmt.Errorf("wake node %s of run %s: %w", env.Node, env.RunID, err)
+	}
+	return ack.Duplicate, nil
+}
+
 // Schedule publishes env to the schedule subject of its run, node and attempt, to be moved
 // onto its step subject by the server at (granularity about 250 ms).
 func Schedule(ctx context.Context, js jetstream.JetStream, names workflow.Names, nodeType string, env *workflow.Envelope, attempt int, at time.Time) (bool, error) {
@@ -298,8 +324,12 @@ func Schedule(ctx context.Context, js jetstream.JetStream, names workflow.Names,
 	if err != nil {
 		return false, err
 	}
+	subject := names.SchedSubject(env.RunID, env.Node, attempt)
+	if env.Item != nil {
+		subject = names.ItemSchedSubject(env.RunID, env.Node, *env.Item, attempt)
+	}
 	msg := &nats.Msg{
-		Subject: names.SchedSubject(env.RunID, env.Node, attempt),
+		Subject: subject,
 		Header:  nats.Header{},
 		Data:    body,
 	}

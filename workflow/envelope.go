@@ -29,8 +29,10 @@ const (
 	// HeaderDeliveries is the DLQ header the MaxDeliver sweeper adds: how many times the
 	// server delivered the step before giving up. Jetflow-Attempts stays the node's attempts
 	// (handler runs that ended in an error), which a crash loop does not raise.
-	HeaderDeliveries       = "Jetflow-Deliveries"
-	HeaderTraceparent      = "traceparent"
+	HeaderDeliveries  = "Jetflow-Deliveries"
+	HeaderTraceparent = "traceparent"
+	// HeaderItem is the DLQ header naming the for_each item a dead step ran.
+	HeaderItem             = "Jetflow-Item"
 	MaxErrorHeaderBytes    = 4096
 	DispatchFirst          = "d"
 	dispatchSchedulePrefix = 's'
@@ -49,6 +51,21 @@ type Envelope struct {
 	Node     string          `json:"node"`
 	Input    json.RawMessage `json:"input"`
 	Dispatch string          `json:"dispatch"`
+	// Item is the index of the for_each item this step runs; nil for a node's own step.
+	Item *int `json:"item,omitempty"`
+	// Value is the for_each item's value (or a blob reference to it).
+	Value json.RawMessage `json:"value,omitempty"`
+}
+
+// IsItem reports whether the envelope is a step of one for_each item.
+func (e *Envelope) IsItem() bool { return e.Item != nil }
+
+// Index is the item's index; -1 for a node's own step.
+func (e *Envelope) Index() int {
+	if e.Item == nil {
+		return -1
+	}
+	return *e.Item
 }
 
 // DispatchSchedule is the dispatch token of a step woken from a long wait before attempt.
@@ -74,10 +91,14 @@ func validDispatch(d string) bool {
 
 // MsgID is the Nats-Msg-Id a step message with this envelope is published with.
 func (e *Envelope) MsgID() string {
-	if e.Dispatch == DispatchFirst || e.Dispatch == "" {
-		return e.RunID + "." + e.Node
+	base := e.RunID + "." + e.Node
+	if e.Item != nil {
+		base += ".i" + strconv.Itoa(*e.Item)
 	}
-	return e.RunID + "." + e.Node + "." + e.Dispatch
+	if e.Dispatch == DispatchFirst || e.Dispatch == "" {
+		return base
+	}
+	return base + "." + e.Dispatch
 }
 
 // Encode returns the JSON body of the envelope.
@@ -114,7 +135,7 @@ const (
 // appendCanonical writes c in the canonical layout, with its input compacted; false when a
 // field needs escaping or the input is not valid JSON (encoding/json then decides).
 func (c *Envelope) appendCanonical() ([]byte, bool) {
-	if c.V != 1 || !validToken(c.RunID) || !validToken(c.Workflow) || !validToken(c.Def) || !validToken(c.Node) || !validToken(c.Dispatch) {
+	if c.V != 1 || c.Value != nil || !validToken(c.RunID) || !validToken(c.Workflow) || !validToken(c.Def) || !validToken(c.Node) || !validToken(c.Dispatch) {
 		return nil, false
 	}
 	b := make([]byte, 0, len(canonRunID)+len(c.RunID)+len(canonWorkflow)+len(c.Workflow)+len(canonDef)+len(c.Def)+
@@ -126,16 +147,52 @@ func (c *Envelope) appendCanonical() ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	for _, s := range []string{canonDispatch, c.Dispatch, canonEnd} {
+	for _, s := range []string{canonDispatch, c.Dispatch} {
 		b = append(b, s...)
 	}
-	return b, true
+	if c.Item != nil {
+		b = append(b, canonItem...)
+		b = strconv.AppendInt(b, int64(*c.Item), 10)
+		return append(b, '}'), true
+	}
+	return append(b, canonEnd...), true
+}
+
+// canonItem starts a for_each item's index, the field after the dispatch.
+const canonItem = `","item":`
+
+// cutItem cuts a trailing item index (`,"item":<n>}` after the dispatch) off a canonical
+// body: it returns the body as it would end without it (`…"}`) and the index, or b itself
+// and nil.
+func cutItem(b []byte) ([]byte, *int) {
+	i := bytes.LastIndex(b, []byte(canonItem))
+	if i < 0 || len(b) < i+len(canonItem)+2 || b[len(b)-1] != '}' {
+		return b, nil
+	}
+	digits := b[i+len(canonItem) : len(b)-1]
+	for _, c := range digits {
+		if c < '0' || c > '9' {
+			return b, nil
+		}
+	}
+	if len(digits) > 1 && digits[0] == '0' || len(digits) > 6 {
+		return b, nil
+	}
+	n, err := strconv.Atoi(string(digits))
+	if err != nil {
+		return b, nil
+	}
+	out := make([]byte, i+len(canonEnd))
+	copy(out, b[:i])
+	copy(out[i:], canonEnd)
+	return out, &n
 }
 
 // decodeCanonical reads an envelope in the canonical layout; false when b is laid out
 // otherwise (encoding/json then reads it).
 func decodeCanonical(b []byte) (*Envelope, bool) {
 	var e Envelope
+	b, e.Item = cutItem(b)
 	rest, ok := bytes.CutPrefix(b, []byte(canonRunID))
 	if !ok {
 		return nil, false
@@ -199,6 +256,8 @@ func (e *Envelope) check() (*Envelope, error) {
 		return nil, fmt.Errorf("%w: bad definition hash %q", ErrMalformed, oneLine(e.Def, 80))
 	case !validDispatch(e.Dispatch):
 		return nil, fmt.Errorf("%w: bad dispatch %q", ErrMalformed, oneLine(e.Dispatch, 80))
+	case e.Item != nil && (*e.Item < 0 || *e.Item >= MaxItems):
+		return nil, fmt.Errorf("%w: bad item index %d", ErrMalformed, *e.Item)
 	}
 	if len(e.Input) == 0 {
 		e.Input = json.RawMessage("null")

@@ -24,6 +24,20 @@ func TestEnvelopeFastPathIsTaken(t *testing.T) {
 		string(got.Input) != `{"input":{"n":1,"s":"é"},"nodes":{"a":null}}` {
 		t.Fatalf("round trip: %+v", got)
 	}
+	// A for_each item's step too, its index after the dispatch.
+	item := c
+	i := 17
+	item.Item = &i
+	ib, ok := item.appendCanonical()
+	if !ok {
+		t.Fatal("an item's envelope did not take the fast encoder")
+	}
+	if std, _ := json.Marshal(&item); string(std) != string(ib) {
+		t.Fatalf("item: fast %s\n std %s", ib, std)
+	}
+	if got, ok := decodeCanonical(ib); !ok || got.Item == nil || *got.Item != 17 || got.Dispatch != "s2" {
+		t.Fatalf("item round trip: %+v, %v", got, ok)
+	}
 	// What encoding/json would escape goes through encoding/json.
 	c.Input = json.RawMessage(`"<b>"`)
 	if _, ok := c.appendCanonical(); ok {

@@ -55,6 +55,10 @@ type Vars struct {
 	RunID string
 	// Env holds only the environment variables the worker allows expressions to read (`env`).
 	Env map[string]string
+	// Item is a for_each item's value, as JSON (`item`); empty outside a for_each item.
+	Item json.RawMessage
+	// Index is the for_each item's index (`index`).
+	Index int
 }
 
 // ExprError reports a `with` string whose ${{ }} expression could not be expanded. Its Error
@@ -177,6 +181,8 @@ type exprEnv struct {
 	Nodes map[string]any    `expr:"nodes"`
 	RunID string            `expr:"run_id"`
 	Env   map[string]string `expr:"env"`
+	Item  any               `expr:"item"`
+	Index int               `expr:"index"`
 	Meter *meter            `expr:"__jetflow_meter"`
 }
 
@@ -184,9 +190,15 @@ func (x *expander) environment() (*exprEnv, error) {
 	if x.env != nil || x.envErr != nil {
 		return x.env, x.envErr
 	}
-	env := &exprEnv{Nodes: make(map[string]any, len(x.vars.Nodes)), RunID: x.vars.RunID, Env: x.vars.Env, Meter: x.meter}
+	env := &exprEnv{Nodes: make(map[string]any, len(x.vars.Nodes)), RunID: x.vars.RunID, Env: x.vars.Env, Index: x.vars.Index, Meter: x.meter}
 	if env.Env == nil {
 		env.Env = map[string]string{}
+	}
+	if len(bytes.TrimSpace(x.vars.Item)) > 0 {
+		if err := json.Unmarshal(x.vars.Item, &env.Item); err != nil {
+			x.envErr = fmt.Errorf("the item is not valid JSON: %s", oneLine(err.Error(), 200))
+			return nil, x.envErr
+		}
 	}
 	if len(bytes.TrimSpace(x.vars.Input)) > 0 {
 		if err := json.Unmarshal(x.vars.Input, &env.Input); err != nil {

@@ -68,6 +68,9 @@ func FuzzEnvelopeFastPath(f *testing.F) {
 		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":"x\",\"dispatch\":\"q","dispatch":"d"}`,
 		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":1,"dispatch":"x","dispatch":"d"}`,
 		`{"v":1,"run_id":"r","workflow":"w","def":"x","node":"n","input":{"a":"\u2028"},"dispatch":"d"}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":{"a":1},"dispatch":"d","item":42}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":{"a":"b","item":5},"dispatch":"r7","item":0}`,
+		`{"v":1,"run_id":"r","workflow":"w","def":"` + testDef + `","node":"n","input":1,"dispatch":"d","item":07}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -78,7 +81,8 @@ func FuzzEnvelopeFastPath(f *testing.F) {
 				t.Fatalf("fast decode accepted what encoding/json refuses (%v): %s", err, b)
 			}
 			if fast.V != std.V || fast.RunID != std.RunID || fast.Workflow != std.Workflow || fast.Def != std.Def ||
-				fast.Node != std.Node || fast.Dispatch != std.Dispatch || !bytes.Equal(fast.Input, std.Input) {
+				fast.Node != std.Node || fast.Dispatch != std.Dispatch || !bytes.Equal(fast.Input, std.Input) ||
+				(fast.Item == nil) != (std.Item == nil) || fast.Item != nil && *fast.Item != *std.Item {
 				t.Fatalf("fast and encoding/json decodes differ:\n %+v\n %+v", fast, std)
 			}
 		}

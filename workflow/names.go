@@ -3,7 +3,10 @@ package workflow
 import (
 	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/google/uuid"
 )
 
 // DefaultPrefix is the prefix every name on the broker starts with unless configured.
@@ -96,6 +99,11 @@ func (n Names) SchedSubject(runID, node string, attempt int) string {
 	return fmt.Sprintf("%s.sched.%s.%s.%d", n.prefix, runID, node, attempt)
 }
 
+// ItemSchedSubject is the subject of the schedule that wakes item index of a for_each node.
+func (n Names) ItemSchedSubject(runID, node string, index, attempt int) string {
+	return fmt.Sprintf("%s.sched.%s.%s.i%d.%d", n.prefix, runID, node, index, attempt)
+}
+
 // Consumer is the durable consumer name of nodeType.
 func (n Names) Consumer(nodeType string) string { return n.prefix + "-" + nodeType }
 
@@ -170,3 +178,31 @@ func DefinitionKey(hash string) string { return "def." + hash }
 
 // IdempotencyKey is the stable key handlers should use for side effects of node in run.
 func IdempotencyKey(runID, node string) string { return runID + "." + node }
+
+// ItemKey is the KV key of the state of item index of for_each node of a run.
+func ItemKey(runID, node string, index int) string {
+	return "item." + runID + "." + node + "." + strconv.Itoa(index)
+}
+
+// ItemsFilter is the KV key filter of every item state of a for_each node of a run.
+func ItemsFilter(runID, node string) string { return "item." + runID + "." + node + ".*" }
+
+// ItemIdempotencyKey is the idempotency key of item index of a for_each node:
+// "<runID>.<node>.<index>".
+func ItemIdempotencyKey(runID, node string, index int) string {
+	return runID + "." + node + "." + strconv.Itoa(index)
+}
+
+// ChildRunID is the run ID of the subflow a node of a run starts, for the node's dispatch: a
+// UUIDv5 of those names, so a retry or a redelivery names the same child, and a DLQ replay of
+// the node (a new dispatch) a new one.
+func ChildRunID(runID, node, dispatch string) string {
+	name := runID + "." + node
+	if dispatch != "" && dispatch != DispatchFirst && dispatch[0] == dispatchReplayPrefix {
+		name += "." + dispatch
+	}
+	return uuid.NewSHA1(childNamespace, []byte(name)).String()
+}
+
+// childNamespace is the UUID namespace of subflow run IDs.
+var childNamespace = uuid.MustParse("6f1c2a52-4b6e-5d59-9a0e-6a65746c6f77")

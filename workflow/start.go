@@ -26,8 +26,48 @@ type StartRequest struct {
 	// run, so a workflow applied again a moment later does not change what the run runs.
 	// Empty: the worker takes the definition registered when it takes the request.
 	Def string `json:"def,omitempty"`
-	// Parent is the run that started this one as a subflow; empty for a top-level run.
-	Parent string `json:"parent,omitempty"`
+	// Parent is the node of the run that started this one as a subflow; nil for a
+	// top-level run.
+	Parent *ParentRef `json:"parent,omitempty"`
+}
+
+// ParentRef names the subflow node that started a run: what the child's end needs to wake
+// the parent node, and how deep the child is.
+type ParentRef struct {
+	// Run is the parent run's ID.
+	Run string `json:"run"`
+	// Node is the parent's subflow node.
+	Node string `json:"node"`
+	// Workflow is the parent run's workflow.
+	Workflow string `json:"workflow"`
+	// Def is the parent run's definition hash.
+	Def string `json:"def"`
+	// Dispatch is the parent node's dispatch that started the child.
+	Dispatch string `json:"dispatch"`
+	// Depth is the child's nesting depth: 1 for a child of a top-level run.
+	Depth int `json:"depth"`
+}
+
+// Wake is the envelope that wakes the parent node when the child run ends.
+func (p *ParentRef) Wake() *Envelope {
+	return &Envelope{V: EnvelopeVersion, RunID: p.Run, Workflow: p.Workflow, Def: p.Def, Node: p.Node, Input: json.RawMessage("null"), Dispatch: p.Dispatch}
+}
+
+// check reports what is wrong with a parent reference, or "".
+func (p *ParentRef) check() string {
+	switch {
+	case !ValidRunID(p.Run):
+		return "run is not a run ID"
+	case !ValidName(p.Node) || !ValidName(p.Workflow):
+		return "node or workflow is not a name"
+	case !validHash(p.Def):
+		return "def is not a definition hash"
+	case !validDispatch(p.Dispatch):
+		return "bad dispatch"
+	case p.Depth < 1 || p.Depth > MaxSubflowDepth:
+		return fmt.Sprintf("depth %d is not within 1..%d", p.Depth, MaxSubflowDepth)
+	}
+	return ""
 }
 
 // Encode returns the JSON body of the request.
@@ -56,8 +96,8 @@ func DecodeStartRequest(b []byte) (*StartRequest, error) {
 		return nil, fmt.Errorf("%w: start request workflow %q: use letters, digits, '_' and '-' only", ErrMalformed, OneLine(r.Workflow, 80))
 	case r.Def != "" && !validToken(r.Def):
 		return nil, fmt.Errorf("%w: start request def %q: not a definition hash", ErrMalformed, OneLine(r.Def, 80))
-	case r.Parent != "" && !ValidRunID(r.Parent):
-		return nil, fmt.Errorf("%w: start request parent %q: not a run ID", ErrMalformed, OneLine(r.Parent, 80))
+	case r.Parent != nil && r.Parent.check() != "":
+		return nil, fmt.Errorf("%w: start request parent: %s", ErrMalformed, r.Parent.check())
 	case len(bytes.TrimSpace(r.Input)) == 0:
 		r.Input = json.RawMessage("null")
 	}

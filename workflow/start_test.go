@@ -7,7 +7,8 @@ import (
 )
 
 func TestStartRequestRoundTrip(t *testing.T) {
-	in := &StartRequest{RunID: "r-1", Workflow: "wf", Input: []byte(`{"a":1}`), Def: "abc123", Parent: "p-1"}
+	in := &StartRequest{RunID: "r-1", Workflow: "wf", Input: []byte(`{"a":1}`), Def: "abc123",
+		Parent: &ParentRef{Run: "p-1", Node: "sub", Workflow: "outer", Def: strings.Repeat("a", 64), Dispatch: DispatchFirst, Depth: 1}}
 	b, err := in.Encode()
 	if err != nil {
 		t.Fatal(err)
@@ -16,7 +17,7 @@ func TestStartRequestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.V != EnvelopeVersion || out.RunID != "r-1" || out.Workflow != "wf" || string(out.Input) != `{"a":1}` || out.Def != "abc123" || out.Parent != "p-1" {
+	if out.V != EnvelopeVersion || out.RunID != "r-1" || out.Workflow != "wf" || string(out.Input) != `{"a":1}` || out.Def != "abc123" || out.Parent == nil || *out.Parent != *in.Parent {
 		t.Fatalf("decoded %+v from %s", out, b)
 	}
 	empty, err := DecodeStartRequest([]byte(`{"v":1,"run_id":"r","workflow":"w"}`))
@@ -33,6 +34,7 @@ func TestStartRequestRefusesWhatIsWrong(t *testing.T) {
 		{`{"v":1,"run_id":"r","workflow":"a.b"}`, "workflow"},
 		{`{"v":1,"run_id":"r","workflow":"w","def":"x y"}`, "def"},
 		{`{"v":1,"run_id":"r","workflow":"w","parent":"../p"}`, "parent"},
+		{`{"v":1,"run_id":"r","workflow":"w","parent":{"run":"../p"}}`, "parent"},
 	} {
 		_, err := DecodeStartRequest([]byte(c.body))
 		if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), c.says) || strings.Contains(err.Error(), "\n") {

@@ -3,10 +3,15 @@ package workflow
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
 	"time"
+
+	exprast "github.com/expr-lang/expr/ast"
+	exprparser "github.com/expr-lang/expr/parser"
+	"github.com/goccy/go-yaml/parser"
 )
 
 // Problem is one thing wrong with a definition. Path is a YAML path such as
@@ -61,6 +66,33 @@ func (e *ValidationError) Lines() []string {
 	return out
 }
 
+// Locate returns the problems of e placed in the definition file they were found in: File
+// set, and each problem's Line and Col found from its Path, as Parse does. Use it for what
+// is checked after Parse, such as CheckSubflows' problems; data is the file's content.
+func (e *ValidationError) Locate(file string, data []byte) (out *ValidationError) {
+	out = &ValidationError{File: file, Problems: slices.Clone(e.Problems)}
+	defer func() { // go-yaml panics on some malformed input: keep the problems unplaced
+		if r := recover(); r != nil {
+			out = &ValidationError{File: file, Problems: slices.Clone(e.Problems)}
+		}
+	}()
+	f, err := parser.ParseBytes(data, 0)
+	if err != nil {
+		return out
+	}
+	// A nodes mapping becomes the list Parse decoded, so that $.nodes[i] paths find their
+	// tokens.
+	if _, _, ps := nodesAsList(firstBody(f)); len(ps) > 0 {
+		return out
+	}
+	for i := range out.Problems {
+		if p := &out.Problems[i]; p.Line == 0 && p.Path != "" {
+			p.Line, p.Col = position(f, p.Path)
+		}
+	}
+	return out
+}
+
 func plural(n int) string {
 	if n == 1 {
 		return ""
@@ -74,6 +106,8 @@ var builtinWith = map[string][]string{
 	"sleep": {"duration"},
 	"noop":  {"output"},
 	"http":  {"method", "url", "headers", "body", "timeout", "expect_status"},
+	// SubflowType runs another workflow as a child run (DESIGN.md "Control flow").
+	SubflowType: {"workflow", "input"},
 }
 
 // IsBuiltin reports whether typ is one of jetflow's built-in node types.
@@ -216,8 +250,22 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			} else if d, err := time.ParseDuration(s); err != nil || d <= 0 {
 				add(at+".with.duration", "sleep node %q: duration %q must be positive, such as \"30s\"", n.Name, s)
 			}
+		case SubflowType:
+			switch name := n.With["workflow"].(type) {
+			case nil:
+				add(at+".with", "workflow node %q needs with.workflow: the name of the workflow it runs", n.Name)
+			case string:
+				if strings.Contains(name, exprOpen) {
+					add(at+".with.workflow", "workflow node %q: with.workflow must name the workflow it runs, not hold an expression", n.Name)
+				} else if !ValidName(name) {
+					add(at+".with.workflow", "workflow node %q: workflow name %q: use letters, digits, '_' and '-' only", n.Name, name)
+				}
+			default:
+				add(at+".with.workflow", "workflow node %q: with.workflow must be a workflow name", n.Name)
+			}
 		}
 	}
+	validateControl(n, at, add)
 	if _, err := json.Marshal(n.With); err != nil { // e.g. YAML .inf or .nan: the hash would fail
 		add(at+".with", "node %q: with cannot be written as JSON (%s)", n.Name, oneLine(err.Error(), 100))
 	}
@@ -273,6 +321,8 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			add(fmt.Sprintf("%s.fallback[%d]", at, i), "fallback type %q: use letters, digits, '_' and '-' only", t)
 		case t == n.Type:
 			add(fmt.Sprintf("%s.fallback[%d]", at, i), "node %q falls back to its own type %q", n.Name, t)
+		case t == SubflowType:
+			add(fmt.Sprintf("%s.fallback[%d]", at, i), "node %q: a fallback cannot be a workflow node (fallbacks run in the worker's process); use a node type with a handler", n.Name)
 		case !IsBuiltin(t) && opts.KnownType != nil && !opts.KnownType(t):
 			add(fmt.Sprintf("%s.fallback[%d]", at, i), "node %q has unknown fallback type %q", n.Name, t)
 		}
@@ -294,6 +344,181 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 	if n.MaxCrashes < 0 || n.MaxCrashes > 15 {
 		add(at+".max_crashes", "max_crashes %d: use 1 to 15", n.MaxCrashes)
 	}
+}
+
+// validateControl checks a node's control flow (DESIGN.md "Control flow: conditions, maps,
+// subflows"): `if` and `for_each` are each one expression that compiles, and so does every
+// expression in `with`; only a for_each node's `with` reads item and index; a root node's
+// for_each reads only input; expressions read nodes.X only for a parent X; max_parallel is
+// in range and goes with for_each.
+func validateControl(n *Node, at string, add func(string, string, ...any)) {
+	if n.If != "" {
+		checkWhole(n, "if", n.If, at, add)
+	}
+	if n.ForEach != "" {
+		if n.Type == SubflowType {
+			add(at+".for_each", "node %q: for_each on a workflow node is not supported", n.Name)
+		} else {
+			checkWhole(n, "for_each", n.ForEach, at, add)
+		}
+	}
+	switch {
+	case n.MaxParallel < 0 || n.MaxParallel > MaxParallelLimit:
+		add(at+".max_parallel", "node %q: max_parallel %d: use 1 to %d (items of one run in flight at once)", n.Name, n.MaxParallel, MaxParallelLimit)
+	case n.MaxParallel != 0 && n.ForEach == "":
+		add(at+".max_parallel", "node %q: max_parallel is set without for_each: it bounds a for_each node's items in flight; add for_each or remove max_parallel", n.Name)
+	}
+	checkWith(n, at, at+".with", n.With, 0, add)
+}
+
+// checkWhole checks the `if` or `for_each` (key) of n: one expression, src, that compiles and
+// reads what it may.
+func checkWhole(n *Node, key, src, at string, add func(string, string, ...any)) {
+	path := at + "." + key
+	vars, err := CheckExpr(src)
+	if err != nil {
+		add(path, "node %q: %s: %s: %s", n.Name, key, shownExpr(strings.TrimSpace(src)), oneLine(err.Error(), 300))
+		return
+	}
+	for _, v := range vars {
+		switch {
+		case v == "item" || v == "index":
+			add(path, "node %q: %s reads %s, which only the with of a for_each node can read", n.Name, key, v)
+			return
+		case key == "for_each" && len(n.Needs) == 0 && v != "input":
+			add(path, "node %q: for_each of a root node (no needs) can read only input, not %s: its items are dispatched as the run starts", n.Name, v)
+			return
+		}
+	}
+	checkParents(n, key, src, path, add)
+}
+
+// checkWith checks the expressions in the `with` value v at path, and in the values nested
+// in it.
+func checkWith(n *Node, at, path string, v any, depth int, add func(string, string, ...any)) {
+	if depth > maxValueDepth {
+		return
+	}
+	switch x := v.(type) {
+	case string:
+		if !strings.Contains(x, exprOpen) {
+			return
+		}
+		key := strings.TrimPrefix(path, at+".")
+		vars, err := CheckTemplate(x)
+		if err != nil {
+			add(path, "node %q: %s: %s: %s", n.Name, key, shownExpr(badExpr(x)), oneLine(err.Error(), 300))
+			return
+		}
+		if n.ForEach == "" {
+			for _, v := range vars {
+				if v == "item" || v == "index" {
+					add(path, "node %q: %s reads %s, which only the with of a for_each node can read: add for_each to the node or stop reading %s", n.Name, key, v, v)
+					return
+				}
+			}
+		}
+		checkParents(n, key, x, path, add)
+	case map[string]any:
+		for _, k := range sortedKeys(x) {
+			checkWith(n, at, path+"."+pathKey(k), x[k], depth+1, add)
+		}
+	case map[string]string:
+		for _, k := range slices.Sorted(maps.Keys(x)) {
+			checkWith(n, at, path+"."+pathKey(k), x[k], depth+1, add)
+		}
+	case []any:
+		for i, e := range x {
+			checkWith(n, at, fmt.Sprintf("%s[%d]", path, i), e, depth+1, add)
+		}
+	case []string:
+		for i, e := range x {
+			checkWith(n, at, fmt.Sprintf("%s[%d]", path, i), e, depth+1, add)
+		}
+	}
+}
+
+// checkParents refuses an expression in s that reads nodes.X for an X that is not a parent
+// of n: a node's expressions see only its parents' outputs. Only the plain forms, nodes.X
+// and nodes["X"], are found.
+func checkParents(n *Node, key, s, path string, add func(string, string, ...any)) {
+	for _, src := range exprSources(s) {
+		for _, ref := range nodeRefs(src) {
+			if !slices.Contains(n.Needs, ref) {
+				ref = oneLine(ref, 80)
+				add(path, "node %q: %s reads nodes.%s, but %s is not in the node's needs: add it to needs (expressions see only the parents' outputs)", n.Name, key, ref, ref)
+				return
+			}
+		}
+	}
+}
+
+// exprSources returns the sources of the expressions in the template s.
+func exprSources(s string) []string {
+	parts, err := splitTemplate(s)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, p := range parts {
+		if p.isExpr {
+			out = append(out, p.src)
+		}
+	}
+	return out
+}
+
+// badExpr returns the first expression of s, "${{ … }}" as written, that does not compile,
+// or s.
+func badExpr(s string) string {
+	parts, terr := splitTemplate(s)
+	if terr != nil {
+		return terr.raw
+	}
+	for _, p := range parts {
+		if !p.isExpr {
+			continue
+		}
+		if _, err := compileExpr(p.src); err != nil {
+			return p.raw
+		}
+	}
+	return s
+}
+
+// nodeRefs returns the node names src reads as nodes.X or nodes["X"], in order.
+func nodeRefs(src string) []string {
+	tree, err := exprparser.Parse(src)
+	if err != nil {
+		return nil
+	}
+	var c nodeRefCollector
+	exprast.Walk(&tree.Node, &c)
+	return c.names
+}
+
+type nodeRefCollector struct{ names []string }
+
+func (c *nodeRefCollector) Visit(node *exprast.Node) {
+	m, ok := (*node).(*exprast.MemberNode)
+	if !ok {
+		return
+	}
+	id, ok := m.Node.(*exprast.IdentifierNode)
+	if !ok || id.Value != "nodes" {
+		return
+	}
+	if s, ok := m.Property.(*exprast.StringNode); ok && !slices.Contains(c.names, s.Value) {
+		c.names = append(c.names, s.Value)
+	}
+}
+
+// pathKey is a map key as a YAML path element: quoted unless it is a plain name.
+func pathKey(k string) string {
+	if validToken(k) || strings.Contains(k, "'") {
+		return k
+	}
+	return "'" + k + "'"
 }
 
 // validKeyName reports whether s can be part of a KV key: letters, digits and . _ - =.

@@ -72,7 +72,33 @@ type Node struct {
 	// the workflow sets it as the type's consumer MaxAckPending (the type is shared, so the
 	// last workflow applied with a cap sets it). Zero leaves the consumer as it is.
 	Concurrency int `json:"concurrency,omitempty"`
+	// If, "${{ expr }}", is evaluated when the node would run: false skips the node (see
+	// DESIGN.md "Control flow").
+	If string `json:"if,omitempty"`
+	// ForEach, "${{ expr }}", gives a JSON array: the node runs once per item, each item its
+	// own step, and its output is the list of the items' outputs in order.
+	ForEach string `json:"for_each,omitempty"`
+	// MaxParallel bounds the items of one for_each node of one run in flight cluster-wide
+	// (default DefaultMaxParallel).
+	MaxParallel int `json:"max_parallel,omitempty"`
 }
+
+// Control-flow limits (DESIGN.md "Control flow: conditions, maps, subflows").
+const (
+	// DefaultMaxParallel is a for_each node's max_parallel when it sets none.
+	DefaultMaxParallel = 16
+	// MaxParallelLimit is the largest max_parallel validation accepts.
+	MaxParallelLimit = 1000
+	// MaxItems is the most items a for_each expression may give at run time.
+	MaxItems = 10000
+	// MaxSubflowDepth is how deep subflows may nest: a top-level run is depth 0.
+	MaxSubflowDepth = 10
+	// SubflowType is the node type of a subflow: it starts a run of another workflow.
+	SubflowType = "workflow"
+)
+
+// MaxParallelOrDefault returns the node's max_parallel with the default applied.
+func (n *Node) MaxParallelOrDefault() int { return cmp.Or(n.MaxParallel, DefaultMaxParallel) }
 
 // Breaker configures a node's circuit breaker. Zero fields take the defaults.
 type Breaker struct {

@@ -24,7 +24,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 			Short: "Validate definitions and store them in the registry",
 			Args:  cobra.MinimumNArgs(1),
 			RunE: func(cmd *cobra.Command, files []string) error {
-				wfs, err := parseFiles(files)
+				defs, err := parseDefs(files)
 				if err != nil {
 					return err
 				}
@@ -33,7 +33,10 @@ func (a *app) workflowsCmd() *cobra.Command {
 					return err
 				}
 				defer c.Close()
-				for _, w := range wfs {
+				if err := checkSubflows(defs, registryLookup(cmd.Context(), c)); err != nil {
+					return err
+				}
+				for _, w := range applyOrder(defs) {
 					hash, changed, err := a.applyWorkflow(cmd.Context(), c, w, true)
 					if err != nil {
 						return err
@@ -125,8 +128,32 @@ func (a *app) workflowsCmd() *cobra.Command {
 }
 
 // parseFiles reads and validates definition files (directories: their *.yaml, *.yml and
-// *.json files).
+// *.json files), their subflows among them included: a subflow running a workflow that is
+// not among them is left to apply to check.
 func parseFiles(paths []string) ([]*workflow.Workflow, error) {
+	defs, err := parseDefs(paths)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSubflows(defs, nil); err != nil {
+		return nil, err
+	}
+	out := make([]*workflow.Workflow, len(defs))
+	for i, d := range defs {
+		out[i] = d.w
+	}
+	return out, nil
+}
+
+// def is a definition read from a file.
+type def struct {
+	file string
+	data []byte
+	w    *workflow.Workflow
+}
+
+// parseDefs reads and validates definition files, each on its own.
+func parseDefs(paths []string) ([]def, error) {
 	var files []string
 	for _, p := range paths {
 		fi, err := os.Stat(p)
@@ -143,7 +170,7 @@ func parseFiles(paths []string) ([]*workflow.Workflow, error) {
 		}
 		files = append(files, p)
 	}
-	var out []*workflow.Workflow
+	var out []def
 	seen := map[string]string{}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -158,9 +185,82 @@ func parseFiles(paths []string) ([]*workflow.Workflow, error) {
 			return nil, usageErr(fmt.Errorf("%s: workflow %s is also defined in %s", f, w.Name, other))
 		}
 		seen[w.Name] = f
-		out = append(out, w)
+		out = append(out, def{file: f, data: b, w: w})
 	}
 	return out, nil
+}
+
+// checkSubflows checks the subflows of defs (workflow.CheckSubflows): the workflows they run
+// are looked up among defs, then through registry. A nil registry knows no other workflow and
+// requires none (validate); apply's requires every one to exist.
+func checkSubflows(defs []def, registry func(name string) (*workflow.Workflow, error)) error {
+	byName := make(map[string]*workflow.Workflow, len(defs))
+	for _, d := range defs {
+		byName[d.w.Name] = d.w
+	}
+	lookup := func(name string) (*workflow.Workflow, error) {
+		if w, ok := byName[name]; ok {
+			return w, nil
+		}
+		if registry == nil {
+			return nil, nil
+		}
+		return registry(name)
+	}
+	for _, d := range defs {
+		err := workflow.CheckSubflows(d.w, lookup)
+		var ve *workflow.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			return usageErr(ve.Locate(d.file, d.data))
+		case err != nil:
+			return failedErr(fmt.Errorf("%s: %w", d.file, err))
+		}
+	}
+	return nil
+}
+
+// registryLookup looks workflows up in the registry: an unregistered name is
+// workflow.ErrUnknownWorkflow.
+func registryLookup(ctx context.Context, c *conn) func(name string) (*workflow.Workflow, error) {
+	return func(name string) (*workflow.Workflow, error) {
+		ref, err := c.store.WorkflowRef(ctx, name)
+		if errors.Is(err, checkpoint.ErrNotFound) {
+			return nil, fmt.Errorf("workflow %s: %w", name, workflow.ErrUnknownWorkflow)
+		} else if err != nil {
+			return nil, err
+		}
+		return c.store.Definition(ctx, ref.Hash)
+	}
+}
+
+// applyOrder returns the workflows of defs in their order, except that a workflow a subflow
+// runs comes before the workflows that run it, so none is registered before what it runs.
+// defs hold no subflow cycle.
+func applyOrder(defs []def) []*workflow.Workflow {
+	byName := make(map[string]*workflow.Workflow, len(defs))
+	for _, d := range defs {
+		byName[d.w.Name] = d.w
+	}
+	var out []*workflow.Workflow
+	placed := map[string]bool{}
+	var place func(w *workflow.Workflow)
+	place = func(w *workflow.Workflow) {
+		if placed[w.Name] {
+			return
+		}
+		placed[w.Name] = true
+		for _, n := range w.Nodes {
+			if name, ok := n.With["workflow"].(string); ok && n.Type == workflow.SubflowType && byName[name] != nil {
+				place(byName[name])
+			}
+		}
+		out = append(out, w)
+	}
+	for _, d := range defs {
+		place(d.w)
+	}
+	return out
 }
 
 // definitionFiles lists the definition files of a directory, sorted.
