@@ -58,6 +58,10 @@ type EngineConfig struct {
 	Version string
 	// CPUProfile, when set, receives a CPU profile of the timed part (pprof format).
 	CPUProfile io.Writer
+	// Map, when set, makes the workflow one noop node with for_each over a list of Map
+	// items (each run's input), max_parallel = Concurrency (at most 1,000): Steps is then
+	// ignored and each item counts as a step.
+	Map int
 }
 
 // WithDefaults returns c with zero fields filled in.
@@ -140,7 +144,21 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 		return res, err
 	}
 	wf := workflow.New(Workflow)
-	for i := range cfg.Steps {
+	input := Input(cfg.Payload)
+	if cfg.Map > 0 {
+		each := wf.Node("each", "noop")
+		each.ForEach = "${{ input.items }}"
+		each.MaxParallel = min(cfg.Concurrency, workflow.MaxParallelLimit)
+		cfg.Steps = cfg.Map
+		items := make([]int, cfg.Map)
+		for i := range items {
+			items[i] = i
+		}
+		if input, err = json.Marshal(map[string]any{"items": items}); err != nil {
+			return res, err
+		}
+	}
+	for i := range cfg.Steps * boolInt(cfg.Map == 0) {
 		if i == 0 {
 			wf.Node(nodeName(i), "noop")
 		} else {
@@ -151,7 +169,6 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 		return res, fmt.Errorf("apply workflow: %w", err)
 	}
 	prod := producer.New(js, store, producer.Config{Names: n})
-	input := Input(cfg.Payload)
 	ids := make([]string, cfg.Runs)
 	if err := parallel(ctx, cfg.Runs, 32, func(ctx context.Context, i int) error {
 		id, err := prod.Start(ctx, Workflow, input, producer.StartOptions{})
@@ -203,6 +220,12 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 		runLat = append(runLat, e.At.Sub(start))
 	}
 	res.RunLatency = quantiles(runLat)
+	if cfg.Map > 0 { // item states are not node states: no step latency sample
+		if res.Failed > 0 {
+			return res, fmt.Errorf("%d of %d runs did not complete", res.Failed, len(got))
+		}
+		return res, nil
+	}
 	stepLat, err := sampleSteps(ctx, store, ids, cfg.Steps, cfg.Sample, start)
 	if err != nil {
 		return res, err
@@ -369,6 +392,13 @@ func Delete(ctx context.Context, js jetstream.JetStream, n workflow.Names) error
 }
 
 func nodeName(i int) string { return fmt.Sprintf("s%d", i) }
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
 
 // anyClosed returns a channel that closes when any of cs does.
 func anyClosed(cs ...<-chan struct{}) <-chan struct{} {

@@ -125,6 +125,8 @@ type node struct {
 	retry      string            // YAML flow mapping, e.g. "{max_attempts: 10, initial: 100ms}"
 	timeout    string
 	maxCrashes int
+	forEach    string // the node's for_each expression, e.g. "${{ input.items }}"
+	maxPar     int    // its max_parallel
 }
 
 // applyWorkflow writes a workflow of exec nodes and applies it with `jetflow workflows apply`.
@@ -149,6 +151,12 @@ func (r *rig) applyWorkflow(name string, nodes ...node) {
 		}
 		if n.maxCrashes > 0 {
 			fmt.Fprintf(&b, "    max_crashes: %d\n", n.maxCrashes)
+		}
+		if n.forEach != "" {
+			fmt.Fprintf(&b, "    for_each: %q\n", n.forEach)
+		}
+		if n.maxPar > 0 {
+			fmt.Fprintf(&b, "    max_parallel: %d\n", n.maxPar)
 		}
 		if typ != "exec" {
 			r.hangNodes[n.name] = true

@@ -68,6 +68,11 @@ var scenarios = []scenario{
 	{name: "10-runs-outage", run: scenarioRunsOutage,
 		full:  size{runs: 20, workers: 2, faults: 1, within: 3 * time.Minute},
 		quick: size{runs: 8, workers: 2, faults: 1, within: 2 * time.Minute}},
+	// Issue #14: a for_each over a run-time list while workers are killed. runs is the
+	// number of items here (one run).
+	{name: "11-map", run: scenarioMap,
+		full:  size{runs: 10000, workers: 3, faults: 8, within: 10 * time.Minute},
+		quick: size{runs: 300, workers: 3, faults: 2, within: 3 * time.Minute}},
 }
 
 // runScenarios runs every scenario of the table as a subtest, at the size pick chooses.

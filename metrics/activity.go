@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -48,6 +49,9 @@ type Activity struct {
 
 	mu       sync.Mutex
 	win      *window
+	skipped  *window       // nodes skipped by control flow (counts only)
+	items    *window       // for_each items finished, also counted in win
+	parked   *window       // subflow nodes that ended (done or dead), or wait for their child run now
 	wanted   time.Time     // last Stats or Sync
 	live     bool          // reading now
 	caughtUp chan struct{} // closed once the reading session read the history
@@ -70,6 +74,14 @@ type ActivityStats struct {
 	// P50 and P99 are the latencies of the steps that finished, to within 25 %.
 	P50 time.Duration `json:"p50"`
 	P99 time.Duration `json:"p99"`
+	// Skipped counts the nodes control flow skipped (an `if` was false, or every parent was
+	// skipped); they are not steps, so not in Succeeded.
+	Skipped int `json:"skipped"`
+	// Items counts the for_each items that finished (also counted as steps above).
+	Items int `json:"items"`
+	// Subflows counts the subflow nodes whose child run ended (done or dead), and those
+	// waiting for it (a node's latest state is what the window holds of it).
+	Subflows int `json:"subflows"`
 }
 
 // NewActivity returns an Activity reading through js; call Run.
@@ -80,7 +92,8 @@ func NewActivity(js jetstream.JetStream, names workflow.Names, cfg ActivityConfi
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	return &Activity{js: js, names: names, cfg: cfg, log: cfg.Logger, wake: make(chan struct{}, 1),
-		win: newWindow(cfg.Window, time.Second), caughtUp: make(chan struct{})}
+		win: newWindow(cfg.Window, time.Second), caughtUp: make(chan struct{}),
+		skipped: newWindow(cfg.Window, time.Second), items: newWindow(cfg.Window, time.Second), parked: newWindow(cfg.Window, time.Second)}
 }
 
 // want marks Activity as wanted now and wakes Run.
@@ -100,10 +113,12 @@ func (a *Activity) Stats() ActivityStats {
 	now := time.Now()
 	a.mu.Lock()
 	s := a.win.stats(now)
+	skipped, items, parked := a.skipped.stats(now).Samples, a.items.stats(now).Samples, a.parked.stats(now).Samples
 	live := a.live
 	a.mu.Unlock()
 	out := ActivityStats{Live: live, Window: a.cfg.Window, Succeeded: s.Samples - s.Failed, Failed: s.Failed,
-		StepsPerSec: float64(s.Samples) / a.cfg.Window.Seconds(), FailureRate: s.ErrorRate, P50: s.P50, P99: s.P99}
+		StepsPerSec: float64(s.Samples) / a.cfg.Window.Seconds(), FailureRate: s.ErrorRate, P50: s.P50, P99: s.P99,
+		Skipped: skipped, Items: items, Subflows: parked}
 	return out
 }
 
@@ -155,6 +170,9 @@ func (a *Activity) session(ctx context.Context) {
 	markCaught := func() { once.Do(func() { close(caught) }) }
 	a.mu.Lock()
 	a.win.reset()
+	a.skipped.reset()
+	a.items.reset()
+	a.parked.reset()
 	a.live, a.caughtUp = true, caught
 	a.mu.Unlock()
 	defer func() {
@@ -172,7 +190,7 @@ func (a *Activity) session(ctx context.Context) {
 		var c jetstream.Consumer
 		if err == nil {
 			c, err = s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-				FilterSubjects: []string{"$KV." + bucket + "." + workflow.NodeKey("*", "*")},
+				FilterSubjects: []string{"$KV." + bucket + "." + workflow.NodeKey("*", "*"), "$KV." + bucket + ".item.*.*.*"},
 				DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &start,
 			})
 		}
@@ -222,6 +240,8 @@ func (a *Activity) record(msg jetstream.Msg) {
 	}
 	var st struct {
 		Status    string    `json:"status"`
+		Items     itemsSeen `json:"items"`
+		Child     string    `json:"child"`
 		LastError string    `json:"last_error"`
 		StartedAt time.Time `json:"started_at"`
 		EndedAt   time.Time `json:"ended_at"`
@@ -236,7 +256,27 @@ func (a *Activity) record(msg jetstream.Msg) {
 	at := meta.Timestamp
 	var failed bool
 	end := st.EndedAt
+	switch st.Status {
+	case checkpoint.StatusSkipped:
+		a.mu.Lock()
+		a.skipped.add(at, false, -1)
+		a.mu.Unlock()
+		return
+	case checkpoint.StatusWaiting:
+		a.mu.Lock()
+		a.parked.add(at, false, -1)
+		a.mu.Unlock()
+		return
+	}
+	if st.Child != "" && (st.Status == checkpoint.StatusDone || st.Status == checkpoint.StatusDead) {
+		a.mu.Lock()
+		a.parked.add(at, false, -1)
+		a.mu.Unlock()
+	}
+	isItem := strings.Contains(msg.Subject(), ".item.")
 	switch {
+	case st.Status == checkpoint.StatusDone && bool(st.Items) && !isItem:
+		return // a for_each node done: its items were counted as they finished
 	case st.Status == checkpoint.StatusDone:
 	case st.Status == checkpoint.StatusDead:
 		failed = true
@@ -251,5 +291,17 @@ func (a *Activity) record(msg jetstream.Msg) {
 	}
 	a.mu.Lock()
 	a.win.add(at, failed, took)
+	if isItem && !failed {
+		a.items.add(at, false, -1)
+	}
 	a.mu.Unlock()
+}
+
+// itemsSeen is true when a node state holds a for_each node's items.
+type itemsSeen bool
+
+// UnmarshalJSON notes that the field is there (and not null).
+func (i *itemsSeen) UnmarshalJSON(b []byte) error {
+	*i = string(b) != "null"
+	return nil
 }

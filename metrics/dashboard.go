@@ -364,6 +364,8 @@ type graph struct {
 type graphNode struct {
 	Name, Type, Status string
 	Attempts           int
+	Items              string // a for_each node's "done/total" once its list was taken
+	Child              string // the run a subflow node started
 	X, Y, W, H         int
 	TX, TY             int // label position
 }
@@ -415,7 +417,10 @@ func layoutGraph(def *workflow.Workflow, rv *checkpoint.RunView) *graph {
 			gn := graphNode{Name: n.Name, Type: n.Type, Status: checkpoint.StatusPending,
 				X: gPad + ci*(gNodeW+gColGap), Y: top + ri*(gNodeH+gRowGap), W: gNodeW, H: gNodeH}
 			if nv := rv.Nodes[n.Name]; nv != nil {
-				gn.Status, gn.Attempts = nv.Status, nv.Attempts
+				gn.Status, gn.Attempts, gn.Child = nv.Status, nv.Attempts, nv.Child
+				if it := nv.Items; it != nil {
+					gn.Items = fmt.Sprintf("%d/%d", it.Done, it.Count)
+				}
 			}
 			gn.TX, gn.TY = gn.X+10, gn.Y+18
 			pos[n.Name] = gn

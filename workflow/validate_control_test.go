@@ -17,7 +17,7 @@ func pair(n *Node) *Workflow {
 
 func TestValidateControl(t *testing.T) {
 	t.Parallel()
-	root := func(n *Node) *Workflow { return one(n) }
+	root := one
 	tests := []struct {
 		name string
 		w    *Workflow

@@ -56,6 +56,22 @@ type benchReport struct {
 	Ratio    float64       `json:"ratio,omitempty"`
 	Raw      *benchFigures `json:"raw,omitempty"`
 	RawRatio float64       `json:"raw_ratio,omitempty"`
+	// Map is the for_each run of --map, against the linear runs of the same pairs.
+	Map *benchMap `json:"map,omitempty"`
+}
+
+// benchMap is what --map measured: runs of one for_each node over Items items, as many
+// items in all as the linear runs have steps, timed in turn with them.
+type benchMap struct {
+	Items int `json:"items_per_run"`
+	Runs  int `json:"runs"`
+	// ItemsPerSec is each pair's items per second, in order.
+	ItemsPerSec []float64 `json:"items_per_sec"`
+	// Ratios are each pair's items/s ÷ the linear run's steps/s; Ratio is their median.
+	Ratios   []float64 `json:"ratios"`
+	Ratio    float64   `json:"ratio"`
+	RatioMin float64   `json:"ratio_min"`
+	RatioMax float64   `json:"ratio_max"`
 }
 
 // benchFigures are the throughput figures of one run.
@@ -83,9 +99,9 @@ type benchBaseline struct {
 
 func (a *app) benchCmd() *cobra.Command {
 	var (
-		runs, steps, concurrency, payload, replicas, pairs int
-		baseline                                           bool
-		watermill, cpuProfile                              string
+		runs, steps, concurrency, payload, replicas, pairs, mapItems int
+		baseline                                                     bool
+		watermill, cpuProfile                                        string
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -125,6 +141,8 @@ func (a *app) benchCmd() *cobra.Command {
 				return usageErr(errors.New("--pairs: use 1 to 100"))
 			case watermill != "" && !baseline:
 				return usageErr(errors.New("--watermill needs --baseline"))
+			case mapItems < 0 || mapItems > workflow.MaxItems:
+				return usageErr(fmt.Errorf("--map: use 1 to %d items", workflow.MaxItems))
 			}
 			ctx := cmd.Context()
 			var profile *os.File
@@ -151,6 +169,9 @@ func (a *app) benchCmd() *cobra.Command {
 				defer cleanup()
 			}
 			rep.Baselines = bases
+			if mapItems > 0 {
+				rep.Map = &benchMap{Items: mapItems, Runs: max(1, runs*steps/mapItems)}
+			}
 			if !a.jsonOut {
 				fmt.Fprintf(a.stdout, "jetflow bench: %d runs × %d noop steps, concurrency %d, payload %d B, %s NATS (R%d, file storage)\n",
 					runs, steps, concurrency, payload, target, replicas)
@@ -171,9 +192,12 @@ func (a *app) benchCmd() *cobra.Command {
 				for k := range order {
 					b := order[(k+p)%len(order)]
 					if b == nil {
-						var w io.Writer
+						var w, mw io.Writer
 						if profile != nil && p == 0 {
 							w = profile
+							if rep.Map != nil {
+								w, mw = nil, profile // --map: the profile is of the first map run
+							}
 						}
 						res, err := a.benchEngine(ctx, dial, names, &rep, w)
 						if err != nil {
@@ -181,6 +205,11 @@ func (a *app) benchCmd() *cobra.Command {
 						}
 						engines = append(engines, res)
 						rep.Jetflow = append(rep.Jetflow, figures(res.Result))
+						if rep.Map != nil {
+							if err := a.benchMap(ctx, dial, &rep, res, mw); err != nil {
+								return err
+							}
+						}
 						continue
 					}
 					var ended atomic.Int64
@@ -218,7 +247,8 @@ func (a *app) benchCmd() *cobra.Command {
 	f.IntVar(&pairs, "pairs", 1, "how many times jetflow (and, with --baseline, each baseline) runs, in turn")
 	f.BoolVar(&baseline, "baseline", false, "also run the hand-written loops, the Watermill chain and the raw chain, and print jetflow's ratio to each")
 	f.StringVar(&watermill, "watermill", "", "the "+bench.WatermillBinary+" executable (default: beside jetflow, in ./bin or on PATH, else built from ./bench/watermill with go)")
-	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of jetflow's first timed run to this file (go tool pprof)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of jetflow's first timed run (with --map, the first map run) to this file (go tool pprof)")
+	f.IntVar(&mapItems, "map", 0, "also time runs of one for_each node over this many items (as many items in all as the linear runs have steps), in turn with the linear runs, and print items/s against steps/s")
 	f.BoolVar(&a.jsonOut, "json", false, "print one JSON object")
 	return cmd
 }
@@ -374,6 +404,41 @@ func (a *app) benchEngine(ctx context.Context, dial bench.Dialer, names workflow
 	return res, nil
 }
 
+// benchMap times the --map run right after a linear run of the same pair and records its
+// items/s and its ratio to that run's steps/s.
+func (a *app) benchMap(ctx context.Context, dial bench.Dialer, rep *benchReport, linear bench.EngineResult, profile io.Writer) error {
+	names, err := benchNames()
+	if err != nil {
+		return failedErr(err)
+	}
+	var published, ended atomic.Int64
+	m := rep.Map
+	runs := int64(m.Runs)
+	done := a.progress(func() (string, int64, int64) {
+		if p := published.Load(); p < runs {
+			return "starting map", p, runs
+		}
+		return "map", ended.Load(), runs
+	})
+	restore := workerGC()
+	res, err := bench.Engine(ctx, dial, bench.EngineConfig{
+		Names: names, Runs: m.Runs, Map: m.Items, Concurrency: rep.Concurrency, Replicas: rep.Replicas,
+		Published: &published, Ended: &ended, Logger: a.benchLogger(), Version: version, CPUProfile: profile,
+	})
+	restore()
+	done()
+	if err != nil {
+		return failedErr(fmt.Errorf("bench --map: %w", err))
+	}
+	ips := res.StepsPerSec()
+	m.ItemsPerSec = append(m.ItemsPerSec, round(ips, 1))
+	if lin := linear.StepsPerSec(); lin > 0 {
+		m.Ratios = append(m.Ratios, round(ips/lin, 3))
+		m.Ratio, m.RatioMin, m.RatioMax = median(m.Ratios), slices.Min(m.Ratios), slices.Max(m.Ratios)
+	}
+	return nil
+}
+
 // printPair prints one pair's throughputs.
 func printPair(w io.Writer, p int, jf benchFigures, bases []*benchBaseline) {
 	fmt.Fprintf(w, "  pair %2d: jetflow %6.0f steps/s", p+1, jf.StepsPerSec)
@@ -393,6 +458,10 @@ func printBench(w io.Writer, r benchReport) {
 	fmt.Fprintf(w, "  jetflow    %d steps in %.3f s: %.0f steps/s, %.0f runs/s, %.1f CPU µs/step%s\n", r.Steps, r.Seconds, r.StepsPerSec, r.RunsPerSec, r.CPUPerStepUs, of)
 	fmt.Fprintf(w, "             step latency p50 %s, p99 %s (ready → result, queueing included; %d node states)\n", fmtMs(r.P50ms), fmtMs(r.P99ms), r.LatencySample)
 	fmt.Fprintf(w, "             run latency  p50 %s, p99 %s (worker start → run end; every run was queued first)\n", fmtMs(r.RunP50ms), fmtMs(r.RunP99ms))
+	if m := r.Map; m != nil && len(m.ItemsPerSec) > 0 {
+		fmt.Fprintf(w, "  map        %d runs × one for_each node over %d items: %.0f items/s (median); %.2f× the linear steps/s (%.2f–%.2f over %d pairs)\n",
+			m.Runs, m.Items, median(m.ItemsPerSec), m.Ratio, m.RatioMin, m.RatioMax, len(m.Ratios))
+	}
 	for _, b := range r.Baselines {
 		if len(b.Runs) == 0 {
 			continue

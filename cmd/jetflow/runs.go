@@ -122,6 +122,7 @@ func (a *app) runsLsCmd() *cobra.Command {
 	fl.StringVar(&f.Workflow, "workflow", "", "only runs of this workflow")
 	fl.StringVar(&sinceFlag, "since", "", "only runs started within this duration (e.g. 1h, 7d, 1d12h)")
 	fl.IntVar(&f.Limit, "limit", 50, "at most this many runs (0: all)")
+	fl.StringVar(&f.Parent, "parent", "", "only the subflow runs this run started")
 	fl.BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd
 }
@@ -191,12 +192,18 @@ func (a *app) runsWatchCmd() *cobra.Command {
 func nodeChange(st *checkpoint.Node) string {
 	switch st.Status {
 	case checkpoint.StatusRunning:
+		if it := st.Items; it != nil {
+			return fmt.Sprintf("running (%d/%d items done, %d in flight)", it.Done, it.Count, len(it.Inflight))
+		}
 		s := fmt.Sprintf("running (attempt %d", st.Attempts+1)
 		if st.Crashes > 0 {
 			s += fmt.Sprintf(", after %d crashed %s", st.Crashes, plural(st.Crashes, "delivery", "deliveries"))
 		}
 		return s + ")"
 	case checkpoint.StatusDone:
+		if it := st.Items; it != nil {
+			return fmt.Sprintf("done (%d items)", it.Count)
+		}
 		if st.Fallback {
 			return fmt.Sprintf("done by its fallback (attempt %d)", st.Attempts)
 		}
@@ -210,6 +217,12 @@ func nodeChange(st *checkpoint.Node) string {
 			s += fmt.Sprintf("; DLQ entry %d", st.DLQSeq)
 		}
 		return s
+	case checkpoint.StatusSkipped:
+		return "skipped"
+	case checkpoint.StatusWaiting:
+		return "waiting for subflow " + st.Child
+	case checkpoint.StatusPending:
+		return "pending"
 	case checkpoint.StatusRetrying:
 		switch {
 		case strings.HasPrefix(st.Dispatch, "r") && st.Attempts == 0:

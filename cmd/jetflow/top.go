@@ -133,6 +133,10 @@ func drawTop(w io.Writer, prefix string, o *metrics.Overview, deliveries float64
 	fmt.Fprintf(tw, "FAILURES\t%.1f%%   (%d failed, %d ok)\n", 100*act.FailureRate, act.Failed, act.Succeeded)
 	fmt.Fprintf(tw, "IN FLIGHT\t%d on %d %s\n", o.InFlight, len(o.Workers), plural(len(o.Workers), "worker", "workers"))
 	fmt.Fprintf(tw, "DLQ\t%d %s\n", o.DLQDepth, plural(int(o.DLQDepth), "entry", "entries"))
+	if act.Skipped+act.Items+act.Subflows > 0 {
+		fmt.Fprintf(tw, "CONTROL FLOW\t%d map %s done   %d %s skipped   %d %s (ended or waiting)\n", act.Items, plural(act.Items, "item", "items"),
+			act.Skipped, plural(act.Skipped, "node", "nodes"), act.Subflows, plural(act.Subflows, "subflow", "subflows"))
+	}
 	_ = tw.Flush()
 
 	fmt.Fprintln(w)

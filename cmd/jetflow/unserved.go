@@ -49,8 +49,17 @@ func (a *app) warnUnservedNamed(ctx context.Context, c *conn, name string) {
 // nodeStatus is a node's status as `runs get` prints it: a pending step no live worker
 // serves says so.
 func nodeStatus(n *checkpoint.NodeView) string {
-	if n.Status == checkpoint.StatusPending && n.Reason != "" {
+	switch {
+	case n.Status == checkpoint.StatusPending && n.Reason != "":
 		return n.Status + " (" + n.Reason + ")"
+	case n.Items != nil:
+		s := fmt.Sprintf("%s (%d/%d items", n.Status, n.Items.Done, n.Items.Count)
+		if n.Items.Dead > 0 {
+			s += fmt.Sprintf(", %d dead", n.Items.Dead)
+		}
+		return s + ")"
+	case n.Child != "":
+		return n.Status + " (child " + n.Child + ")"
 	}
 	return n.Status
 }
