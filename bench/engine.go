@@ -59,8 +59,9 @@ type EngineConfig struct {
 	// CPUProfile, when set, receives a CPU profile of the timed part (pprof format).
 	CPUProfile io.Writer
 	// Map, when set, makes the workflow one noop node with for_each over a list of Map
-	// items (each run's input), max_parallel = Concurrency (at most 1,000): Steps is then
-	// ignored and each item counts as a step.
+	// items (each run's input): Steps is then ignored and each item counts as a step. Its
+	// max_parallel is 4 × Concurrency (at most 1,000), so the worker's slots bound the
+	// items in flight, as they bound the steps of the linear runs, which all wait queued.
 	Map int
 }
 
@@ -148,7 +149,7 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 	if cfg.Map > 0 {
 		each := wf.Node("each", "noop")
 		each.ForEach = "${{ input.items }}"
-		each.MaxParallel = min(cfg.Concurrency, workflow.MaxParallelLimit)
+		each.MaxParallel = min(4*cfg.Concurrency, workflow.MaxParallelLimit)
 		cfg.Steps = cfg.Map
 		items := make([]int, cfg.Map)
 		for i := range items {

@@ -559,3 +559,41 @@ func TestControlCrashPoints(t *testing.T) {
 		})
 	}
 }
+
+// A subflow whose child can never start (its workflow is not registered: a definition stored
+// without `workflows apply`'s check) fails the parent node instead of leaving it waiting.
+func TestSubflowOfAnUnknownWorkflowFails(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work", workflow.SubflowType)
+	parent := workflow.New("orphan")
+	parent.Node("sub", workflow.SubflowType).With = map[string]any{"workflow": "ghost"}
+	f.apply(parent)
+	var runs counter
+	f.worker(Config{}, subflowWorker(&runs, nil))
+	id := f.start("orphan", `{}`)
+	end := f.waitEnd(id, 30*time.Second)
+	if end.Status != checkpoint.EndFailed || !strings.Contains(end.Reason, "subflow") || !strings.Contains(end.Reason, "ghost") {
+		t.Fatalf("run ended %s (%s); want failed, naming the subflow and the unknown workflow", end.Status, end.Reason)
+	}
+}
+
+// A subflow nested deeper than 10 fails at run time (a chain of definitions stored without
+// `workflows apply`'s static check): the 11th level's node fails, and every parent with it.
+func TestSubflowTooDeepFails(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work", workflow.SubflowType)
+	self := workflow.New("deep")
+	self.Node("again", workflow.SubflowType).With = map[string]any{"workflow": "deep"}
+	f.apply(self) // runs itself: only the run-time depth limit stops it
+	var runs counter
+	f.worker(Config{Concurrency: 32}, subflowWorker(&runs, nil))
+	id := f.start("deep", `{}`)
+	end := f.waitEnd(id, 60*time.Second)
+	if end.Status != checkpoint.EndFailed || !strings.Contains(end.Reason, "subflow") {
+		t.Fatalf("run ended %s (%s); want failed by its subflows", end.Status, end.Reason)
+	}
+	kids, err := f.store.ListRuns(context.Background(), checkpoint.RunFilter{})
+	if err != nil || len(kids) != workflow.MaxSubflowDepth+1 {
+		t.Fatalf("%d runs (%v); want the top run and %d nested ones", len(kids), err, workflow.MaxSubflowDepth)
+	}
+}

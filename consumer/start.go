@@ -89,6 +89,11 @@ func (w *Worker) handleStart(ctx context.Context, ts *typeState, msg jetstream.M
 			end := &checkpoint.End{Status: checkpoint.EndFailed, Reason: "start refused: " + workflow.OneLine(err.Error(), 500), At: time.Now().UTC()}
 			if _, err := w.store.CreateEnd(ctx, req.RunID, end); err != nil {
 				w.log.Warn("refused start request: cannot write the run's end", "run_id", req.RunID, "err", err)
+			} else if req.Parent != nil {
+				// A subflow that will never run: its parent node hears of it and fails.
+				if _, err := producer.PublishWake(ctx, w.js, w.cfg.Names, workflow.SubflowType, req.Parent.Wake()); err != nil {
+					return err
+				}
 			}
 		}
 		return nil

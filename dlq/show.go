@@ -106,7 +106,7 @@ func Show(ctx context.Context, js jetstream.JetStream, names workflow.Names, id 
 	if err != nil {
 		return nil, fmt.Errorf("run %s of DLQ entry %d: %w", env.RunID, id, err)
 	}
-	st, _, err := store.Node(ctx, env.RunID, env.Node)
+	st, _, err := store.NodeAt(ctx, checkpoint.StateKey(env)) // an item's own state for an item's entry
 	if err != nil {
 		return nil, err
 	}
