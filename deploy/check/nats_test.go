@@ -209,6 +209,27 @@ func TestNATSConfigRequiresPasswords(t *testing.T) {
 func TestNATSComposeCluster(t *testing.T) {
 	setNATSPasswords(t)
 	names := []string{"nats-1", "nats-2", "nats-3"}
+	// The cluster ports are picked free and let go before the nodes listen on them, so one
+	// may be taken meanwhile (by another test's server): the cluster is started again on
+	// fresh ports, a few times, before the test gives up.
+	var servers []*server.Server
+	for attempt := 1; ; attempt++ {
+		var ok bool
+		if servers, ok = startComposeCluster(t, names); ok {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal("the three nodes did not all become ready for connections on fresh ports, 3 times")
+		}
+		t.Logf("attempt %d: a node was not ready (a cluster port taken meanwhile?); trying fresh ports", attempt)
+	}
+	checkComposeCluster(t, servers)
+}
+
+// startComposeCluster starts the compose cluster's three nodes from deploy/nats/nats.conf,
+// after checking the settings compose relies on, on fresh cluster ports; false (and every
+// node it started shut down) when a node is not ready for connections.
+func startComposeCluster(t *testing.T, names []string) ([]*server.Server, bool) {
 	ports := map[string]int{}
 	for _, name := range names {
 		ports[name] = freePort(t)
@@ -246,9 +267,31 @@ func TestNATSComposeCluster(t *testing.T) {
 			u.Host = fmt.Sprintf("127.0.0.1:%d", ports[r.Hostname()])
 			opts.Routes[i] = &u
 		}
-		servers = append(servers, startNATS(t, opts))
+		s, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("nats-server refuses the options: %v", err)
+		}
+		s.Start()
+		servers = append(servers, s)
+		if !s.ReadyForConnections(20 * time.Second) {
+			for _, s := range servers {
+				s.Shutdown()
+				s.WaitForShutdown()
+			}
+			return nil, false
+		}
 	}
+	t.Cleanup(func() {
+		for _, s := range servers {
+			s.Shutdown()
+			s.WaitForShutdown()
+		}
+	})
+	return servers, true
+}
 
+// checkComposeCluster checks the running compose cluster as compose and the workers see it.
+func checkComposeCluster(t *testing.T, servers []*server.Server) {
 	// Healthy as compose's health check sees it: /healthz answers 200 once the node has a
 	// JetStream meta leader and is current.
 	for _, s := range servers {
