@@ -459,15 +459,16 @@ func (w *Worker) wakeParent(ctx context.Context, run string) error {
 
 // itemCombiner writes the ends of a node's items that finish in this worker at about the
 // same time with one compare-and-set of the node's bookkeeping (checkpoint.FinishItems):
-// while one write of a node is under way, the ends that come meanwhile wait and go
-// together in the next. The node's state is one key every finishing item writes; one write
-// per item would have the items of a wide map conflict with each other.
+// while one write of a node is under way, the ends that come meanwhile gather in the next
+// batch, which one of them writes once the write under way is done. The node's state is one
+// key every finishing item writes; one write per item would have the items of a wide map
+// conflict with each other.
 type itemCombiner struct {
 	mu    sync.Mutex
 	nodes map[string]*endQueue
 }
 
-// endQueue is the ends of one node: whether a write is under way, and the batch waiting.
+// endQueue is the ends of one node: whether a write is under way, and the batch gathering.
 type endQueue struct {
 	busy bool
 	next *endBatch
@@ -478,11 +479,14 @@ type endBatch struct {
 	ends []checkpoint.ItemEnd
 	out  []*checkpoint.ItemFinish
 	err  error
-	done chan struct{}
+	done chan struct{} // closed once written
+	lead chan struct{} // one send: the one of the batch's callers that is to write it
 }
 
 // finish writes end (with the ends of the node's other items that finish meanwhile) and
-// returns its result.
+// returns its result. The write is made by the caller that started the batch, or, when a
+// write was under way, by the first caller of the batch once that write is done: no caller
+// writes more than its own batch, so none holds its step for the others' longer than a write.
 func (c *itemCombiner) finish(ctx context.Context, store *checkpoint.Store, run, node string, end checkpoint.ItemEnd, maxParallel, inline int) (*checkpoint.ItemFinish, error) {
 	key := run + "." + node
 	c.mu.Lock()
@@ -495,39 +499,39 @@ func (c *itemCombiner) finish(ctx context.Context, store *checkpoint.Store, run,
 		c.nodes[key] = q
 	}
 	if q.next == nil {
-		q.next = &endBatch{done: make(chan struct{})}
+		q.next = &endBatch{done: make(chan struct{}), lead: make(chan struct{}, 1)}
 	}
 	b := q.next
 	k := len(b.ends)
 	b.ends = append(b.ends, end)
-	if q.busy {
-		c.mu.Unlock()
+	busy := q.busy
+	q.busy = true
+	c.mu.Unlock()
+	if busy {
 		select {
 		case <-b.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-		if b.err != nil {
-			return nil, b.err
-		}
-		return b.out[k], nil
-	}
-	// This call writes: its own batch, then each batch that gathered while it wrote.
-	q.busy = true
-	for {
-		batch := q.next
-		q.next = nil
-		c.mu.Unlock()
-		batch.out, batch.err = store.FinishItems(ctx, run, node, batch.ends, maxParallel, inline)
-		close(batch.done)
-		c.mu.Lock()
-		if q.next == nil {
-			q.busy = false
-			delete(c.nodes, key)
-			c.mu.Unlock()
-			break
+			if b.err != nil {
+				return nil, b.err
+			}
+			return b.out[k], nil
+		case <-b.lead: // this caller writes the batch
 		}
 	}
+	c.mu.Lock()
+	if q.next == b {
+		q.next = nil // later ends gather in a new batch
+	}
+	c.mu.Unlock()
+	b.out, b.err = store.FinishItems(ctx, run, node, b.ends, maxParallel, inline)
+	close(b.done)
+	c.mu.Lock()
+	if q.next != nil {
+		q.next.lead <- struct{}{} // one caller of the next batch writes it
+	} else {
+		q.busy = false
+		delete(c.nodes, key)
+	}
+	c.mu.Unlock()
 	if b.err != nil {
 		return nil, b.err
 	}
