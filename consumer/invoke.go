@@ -35,7 +35,7 @@ func (s *stepRun) execute(ctx context.Context) error {
 	step := &Step{
 		RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: s.node.Type,
 		IdempotencyKey: s.idempotencyKey(), With: s.with,
-		Attempt: attempt, Input: input, run: s, Index: s.env.Index(),
+		Attempt: attempt, Input: input, run: s, Index: s.env.Index(), Budget: s.def.BudgetUSD(),
 	}
 	if s.env.IsItem() {
 		step.Item = s.itemValue()

@@ -214,7 +214,7 @@ func (s *stepRun) fallback(ctx context.Context, attempt int, why string) (bool, 
 			continue
 		}
 		step := &Step{RunID: s.env.RunID, Workflow: s.env.Workflow, Node: s.env.Node, Type: typ, Attempt: attempt,
-			IdempotencyKey: s.idempotencyKey(), Input: input, With: s.with, Fallback: why, run: s, Index: s.env.Index()}
+			IdempotencyKey: s.idempotencyKey(), Input: input, With: s.with, Fallback: why, run: s, Index: s.env.Index(), Budget: s.def.BudgetUSD()}
 		if s.env.IsItem() {
 			step.Item = s.itemValue()
 			step.Input = withItem(input, step.Item, step.Index)

@@ -136,7 +136,11 @@ func (s *stepRun) failed(ctx context.Context, a checkpoint.Attempt, herr error) 
 	case outcomePark:
 		return s.deferStep(ctx, s.next().Started(a), until) // a park spends no attempt
 	case outcomePermanent:
-		return s.deadLetter(ctx, s.next().Started(a), a.Number, "permanent error", msg)
+		reason := "permanent error"
+		if pe := (*PermanentError)(nil); errors.As(herr, &pe) && pe.Reason != "" {
+			reason = workflow.OneLine(pe.Reason, 200)
+		}
+		return s.deadLetter(ctx, s.next().Started(a), a.Number, reason, msg)
 	}
 	if kind == outcomeRetry && !s.outage.IsZero() {
 		// The dependency is out (this failure tripped its breaker, or found it tripped): wait

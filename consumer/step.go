@@ -38,6 +38,9 @@ type Step struct {
 	// Index is the for_each item's index (also in Input as "index"); -1 for a node without
 	// for_each.
 	Index int
+	// Budget is the workflow's budget.usd: the most its model calls may cost per run
+	// (0: no budget).
+	Budget float64
 
 	run *stepRun // for progress; nil in handlers called outside a worker
 	err error    // the handler's error, for the step's span
@@ -85,7 +88,11 @@ func (s *Step) Bind(v any) error {
 type HandlerFunc func(ctx context.Context, s *Step) (any, error)
 
 // PermanentError marks an error that retrying cannot fix: the step goes to the DLQ now.
-type PermanentError struct{ Err error }
+type PermanentError struct {
+	Err error
+	// Reason is the DLQ reason, one line (default "permanent error").
+	Reason string
+}
 
 func (e *PermanentError) Error() string { return e.Err.Error() }
 func (e *PermanentError) Unwrap() error { return e.Err }
@@ -96,6 +103,15 @@ func Permanent(err error) error {
 		err = errors.New("permanent failure")
 	}
 	return &PermanentError{Err: err}
+}
+
+// PermanentWithReason marks err as permanent, with reason as its DLQ reason (and so the
+// run's reason, "node <name>: <reason>"), such as "budget exceeded".
+func PermanentWithReason(reason string, err error) error {
+	if err == nil {
+		err = errors.New(reason)
+	}
+	return &PermanentError{Err: err, Reason: reason}
 }
 
 // RetryAfterError asks for the next attempt no sooner than After.

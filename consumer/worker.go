@@ -255,6 +255,20 @@ func (w *Worker) Breakers() *breaker.Set {
 	return w.breakers
 }
 
+// Limits returns the worker's share of the cluster-wide rate limits once Run has started
+// (nil before).
+func (w *Worker) Limits() *breaker.Limits {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.limits
+}
+
+// Store returns the checkpoint store the worker writes.
+func (w *Worker) Store() *checkpoint.Store { return w.store }
+
+// JetStream returns the worker's JetStream context.
+func (w *Worker) JetStream() jetstream.JetStream { return w.js }
+
 // ID returns the worker's ID.
 func (w *Worker) ID() string { return w.cfg.ID }
 

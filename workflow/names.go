@@ -142,6 +142,9 @@ func (n Names) BreakersBucket() string { return n.prefix + "_breakers" }
 // WorkersBucket is the KV bucket of worker presence.
 func (n Names) WorkersBucket() string { return n.prefix + "_workers" }
 
+// CacheBucket is the KV bucket of cached llm results, by request hash.
+func (n Names) CacheBucket() string { return n.prefix + "_cache" }
+
 // BlobsBucket is the object store for large payloads.
 func (n Names) BlobsBucket() string { return n.prefix + "_blobs" }
 
@@ -161,6 +164,10 @@ func SinksKey(runID string) string { return "sinks." + runID }
 
 // ProgressKey is the key of the in-step progress a handler saved.
 func ProgressKey(runID, node string) string { return "progress." + runID + "." + node }
+
+// SpendKey is the key of a run's model spend: what its llm calls cost, by node and provider,
+// and what calls are in flight against its budget.
+func SpendKey(runID string) string { return "spend." + runID }
 
 // CancelKey is present when an operator cancelled the run.
 func CancelKey(runID string) string { return "cancel." + runID }

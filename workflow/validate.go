@@ -106,6 +106,7 @@ var builtinWith = map[string][]string{
 	"sleep": {"duration"},
 	"noop":  {"output"},
 	"http":  {"method", "url", "headers", "body", "timeout", "expect_status"},
+	"llm":   {"model", "messages", "max_tokens", "temperature", "json", "cache", "providers", "max_wait", "provider_attempts"},
 	// SubflowType runs another workflow as a child run (DESIGN.md "Control flow").
 	SubflowType: {"workflow", "input"},
 }
@@ -144,6 +145,9 @@ func (w *Workflow) Validate(opts ValidateOptions) error {
 	}
 	if len(w.Nodes) == 0 {
 		add("$.nodes", "the workflow has no nodes")
+	}
+	if b := w.Budget; b != nil && !(b.USD > 0 && b.USD < 1e9) { // NaN fails too
+		add("$.budget.usd", "budget.usd %v: give a positive amount in USD, such as 5", b.USD)
 	}
 	if len(w.Nodes) > MaxNodes {
 		add("$.nodes", "the workflow has %d nodes; at most %d are allowed", len(w.Nodes), MaxNodes)
@@ -250,6 +254,8 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			} else if d, err := time.ParseDuration(s); err != nil || d <= 0 {
 				add(at+".with.duration", "sleep node %q: duration %q must be positive, such as \"30s\"", n.Name, s)
 			}
+		case "llm":
+			validateLLM(n, at, add)
 		case SubflowType:
 			switch name := n.With["workflow"].(type) {
 			case nil:
@@ -585,4 +591,125 @@ func (w *Workflow) cycle() []string {
 		}
 	}
 	return nil
+}
+
+// llmRoles are the message roles an llm node may send.
+var llmRoles = []string{"system", "developer", "user", "assistant"}
+
+// validateLLM checks an llm node's settings that hold no expression.
+func validateLLM(n *Node, at string, add func(string, string, ...any)) {
+	switch m := n.With["model"].(type) {
+	case nil:
+		add(at+".with", "llm node %q needs with.model: a model alias from the providers file", n.Name)
+	case string:
+		if strings.TrimSpace(m) == "" {
+			add(at+".with.model", "llm node %q: with.model is empty", n.Name)
+		}
+	default:
+		add(at+".with.model", "llm node %q: with.model must be a model alias (a string)", n.Name)
+	}
+	switch ms := n.With["messages"].(type) {
+	case nil:
+		add(at+".with", "llm node %q needs with.messages: a list of {role, content}", n.Name)
+	case string:
+		if !strings.Contains(ms, exprOpen) {
+			add(at+".with.messages", "llm node %q: with.messages must be a list of {role, content}", n.Name)
+		}
+	case []any:
+		if len(ms) == 0 {
+			add(at+".with.messages", "llm node %q: with.messages is empty", n.Name)
+		}
+		for i, m := range ms {
+			mat := fmt.Sprintf("%s.with.messages[%d]", at, i)
+			mm, ok := m.(map[string]any)
+			if !ok {
+				add(mat, "llm node %q: message %d must be {role, content}", n.Name, i)
+				continue
+			}
+			for _, k := range sortedKeys(mm) {
+				if k != "role" && k != "content" {
+					add(mat+"."+k, "llm node %q: message %d has unknown field %q (use role and content)", n.Name, i, k)
+				}
+			}
+			role, _ := mm["role"].(string)
+			if !slices.Contains(llmRoles, role) && !strings.Contains(role, exprOpen) {
+				add(mat+".role", "llm node %q: message %d: role %q: use %s", n.Name, i, role, strings.Join(llmRoles, ", "))
+			}
+			if _, ok := mm["content"]; !ok {
+				add(mat, "llm node %q: message %d has no content", n.Name, i)
+			}
+		}
+	default:
+		add(at+".with.messages", "llm node %q: with.messages must be a list of {role, content}", n.Name)
+	}
+	if v, ok := n.With["max_tokens"]; ok {
+		if f, isNum := toFloat(v); !isNum || f < 1 || f > 10_000_000 || f != float64(int64(f)) {
+			add(at+".with.max_tokens", "llm node %q: max_tokens %v: use a whole number from 1", n.Name, v)
+		}
+	}
+	if v, ok := n.With["temperature"]; ok {
+		if f, isNum := toFloat(v); !isNum || !(f >= 0 && f <= 2) {
+			add(at+".with.temperature", "llm node %q: temperature %v: use 0 to 2", n.Name, v)
+		}
+	}
+	if v, ok := n.With["provider_attempts"]; ok {
+		if f, isNum := toFloat(v); !isNum || f < 1 || f > 10 || f != float64(int64(f)) {
+			add(at+".with.provider_attempts", "llm node %q: provider_attempts %v: use 1 to 10", n.Name, v)
+		}
+	}
+	if v, ok := n.With["max_wait"]; ok {
+		s, isStr := v.(string)
+		if d, err := time.ParseDuration(s); !isStr || err != nil || d < 0 {
+			add(at+".with.max_wait", "llm node %q: max_wait %v: use a duration such as \"10s\"", n.Name, v)
+		}
+	}
+	for _, k := range []string{"json", "cache"} {
+		if v, ok := n.With[k]; ok {
+			if _, isBool := v.(bool); !isBool {
+				add(at+".with."+k, "llm node %q: %s must be true or false", n.Name, k)
+			}
+		}
+	}
+	if v, ok := n.With["providers"]; ok {
+		ps, isList := v.([]any)
+		if !isList || len(ps) == 0 {
+			add(at+".with.providers", "llm node %q: with.providers must be a list of provider names", n.Name)
+		}
+		for _, p := range ps {
+			if name, ok := p.(string); !ok || !ValidName(name) {
+				add(at+".with.providers", "llm node %q: provider %v: use the names in the providers file", n.Name, p)
+			}
+		}
+	}
+}
+
+func toFloat(v any) (float64, bool) {
+	switch n := v.(type) {
+	case int:
+		return float64(n), true
+	case int64:
+		return float64(n), true
+	case uint64:
+		return float64(n), true
+	case float64:
+		return n, true
+	}
+	return 0, false
+}
+
+// Warnings returns advice on a valid definition that does not refuse it: settings that work
+// but are likely not what the author meant.
+func (w *Workflow) Warnings() []string {
+	var out []string
+	for _, n := range w.Nodes {
+		if n == nil || n.Type != "llm" {
+			continue
+		}
+		if c, _ := n.With["cache"].(bool); c {
+			if t, ok := toFloat(n.With["temperature"]); ok && t > 0 {
+				out = append(out, fmt.Sprintf("node %s: cache is on with temperature %v: every run gets the first answer, not a fresh sample", n.Name, t))
+			}
+		}
+	}
+	return out
 }

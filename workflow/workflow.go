@@ -37,6 +37,8 @@ type Workflow struct {
 	Description string `json:"description,omitempty"`
 	// Nodes are the steps, in the order they were declared.
 	Nodes []*Node `json:"nodes"`
+	// Budget caps what one run's model calls (llm nodes) may cost, cluster-wide.
+	Budget *Budget `json:"budget,omitempty"`
 
 	index    map[string]int
 	children map[string][]string
@@ -119,6 +121,21 @@ type Breaker struct {
 	OpenFor Duration `json:"open_for,omitempty"`
 	// HalfOpenRequests is how many probe calls are let through cluster-wide (default 1).
 	HalfOpenRequests int `json:"half_open_requests,omitempty"`
+}
+
+// Budget caps a run's model spend.
+type Budget struct {
+	// USD is the cap: a call that would start with the run's spend (calls in flight
+	// included) at or over it fails with reason "budget exceeded".
+	USD float64 `json:"usd"`
+}
+
+// BudgetUSD returns the workflow's budget in USD, 0 when it has none.
+func (w *Workflow) BudgetUSD() float64 {
+	if w == nil || w.Budget == nil {
+		return 0
+	}
+	return w.Budget.USD
 }
 
 // Rate is a cluster-wide rate limit.
