@@ -19,7 +19,7 @@ type Limits struct {
 
 	mu     sync.Mutex
 	m      map[string]*shareLimiter
-	tokens map[string]*bucket
+	tokens map[string]*tokenBucket
 }
 
 type shareLimiter struct {
@@ -72,7 +72,7 @@ func (l *Limits) Reserve(key, nodeType string, perSecond float64, burst int) (ti
 // the real count is known.
 type Tokens struct {
 	l *Limits
-	b *bucket
+	b *tokenBucket
 	n float64
 }
 
@@ -91,10 +91,10 @@ func (t *Tokens) Settle(actual int) {
 // Cancel gives the whole reservation back (the call was not made).
 func (t *Tokens) Cancel() { t.Settle(0) }
 
-// bucket is a token bucket that can go into debt and take units back, which x/time/rate
+// tokenBucket is a token bucket that can go into debt and take units back, which x/time/rate
 // cannot do once a reservation's time has come: a model call reserves its tokens from an
 // estimate and learns the real count only from the reply.
-type bucket struct {
+type tokenBucket struct {
 	perSecond, burst float64
 	have             float64
 	at               time.Time
@@ -102,14 +102,14 @@ type bucket struct {
 	limit            float64
 }
 
-func (b *bucket) refill(now time.Time) {
+func (b *tokenBucket) refill(now time.Time) {
 	if d := now.Sub(b.at).Seconds(); d > 0 {
 		b.have = min(b.burst, b.have+d*b.perSecond)
 	}
 	b.at = now
 }
 
-func (b *bucket) give(n float64, now time.Time) {
+func (b *tokenBucket) give(n float64, now time.Time) {
 	b.refill(now)
 	b.have = min(b.burst, b.have+n)
 }
@@ -130,13 +130,13 @@ func (l *Limits) ReserveTokens(key, nodeType string, perMinute float64, n int) (
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.tokens == nil {
-		l.tokens = map[string]*bucket{}
+		l.tokens = map[string]*tokenBucket{}
 	}
 	b := l.tokens[key]
 	if b == nil || b.n != share || b.limit != perMinute {
 		burst := perMinute / float64(share)
 		if b == nil {
-			b = &bucket{have: burst, at: now}
+			b = &tokenBucket{have: burst, at: now}
 			l.tokens[key] = b
 		}
 		b.refill(now)

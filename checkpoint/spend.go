@@ -109,32 +109,46 @@ func (s *Store) updateSpend(ctx context.Context, run string, fn func(*Spend) err
 	return nil, fmt.Errorf("%w: %s kept changing", ErrConflict, workflow.SpendKey(run))
 }
 
-// ReserveSpend reserves a call's estimated cost usd under id against the run's budget
-// (0: none): it fails with ErrBudgetExceeded when what the run spent plus what its calls in
-// flight reserved has reached the budget. Without a budget it writes nothing.
-func (s *Store) ReserveSpend(ctx context.Context, run, wf, id string, usd, budget float64) error {
-	if budget <= 0 {
-		return nil
-	}
-	_, err := s.updateSpend(ctx, run, func(sp *Spend) error {
-		total := sp.USD
-		for _, r := range sp.Reserved {
-			total += r
+// ReserveSpend records a call about to start, with its estimated cost usd, under id (the
+// node or item key: a node makes one call at a time) and checks the run's budget (0: none):
+// it fails with ErrBudgetExceeded when what the run spent plus what its calls in flight
+// reserved has reached the budget. A reservation or an unkept answer that the same node
+// left behind means its earlier call was lost (the worker died before the checkpoint): its
+// cost moves to wasted — the answer's real cost, or the estimate of a call that never
+// answered. It returns the cost found wasted.
+func (s *Store) ReserveSpend(ctx context.Context, run, wf, id string, usd, budget float64) (wasted float64, err error) {
+	_, err = s.updateSpend(ctx, run, func(sp *Spend) error {
+		wasted = sp.Reserved[id]
+		if ns := sp.Nodes[id]; ns != nil {
+			wasted += ns.Answered
 		}
-		if total >= budget {
+		total := sp.USD
+		for k, r := range sp.Reserved {
+			if k != id {
+				total += r
+			}
+		}
+		if budget > 0 && total >= budget {
 			return fmt.Errorf("%w: the run spent $%.6f of its $%.6f budget", ErrBudgetExceeded, total, budget)
 		}
 		if sp.Reserved == nil {
 			sp.Reserved = map[string]float64{}
 		}
+		if ns := sp.Nodes[id]; ns != nil {
+			ns.Answered = 0
+		}
+		sp.WastedUSD += wasted
 		sp.Workflow = wf
 		sp.Reserved[id] = usd
 		return nil
 	})
-	return err
+	if err != nil {
+		wasted = 0
+	}
+	return wasted, err
 }
 
-// ReleaseSpend gives back a reservation whose call was not answered.
+// ReleaseSpend drops a reservation whose call was not answered (it failed: nothing to pay).
 func (s *Store) ReleaseSpend(ctx context.Context, run, id string) error {
 	_, err := s.updateSpend(ctx, run, func(sp *Spend) error {
 		delete(sp.Reserved, id)
@@ -143,12 +157,11 @@ func (s *Store) ReleaseSpend(ctx context.Context, run, id string) error {
 	return err
 }
 
-// SettleSpend records an answered call: its cost is added to the run, node and provider,
-// its reservation is dropped, and an earlier answer of the same node that was never kept
-// (the node ran again) moves to wasted. It returns the cost found wasted.
-func (s *Store) SettleSpend(ctx context.Context, run, wf string, c Call) (wasted float64, err error) {
-	_, err = s.updateSpend(ctx, run, func(sp *Spend) error {
-		wasted = 0
+// SettleSpend records an answered call: its cost is added to the run, node and provider, its
+// reservation is dropped, and the answer is marked unkept until the node's checkpoint makes
+// it moot (a node that runs again finds it, see ReserveSpend).
+func (s *Store) SettleSpend(ctx context.Context, run, wf string, c Call) error {
+	_, err := s.updateSpend(ctx, run, func(sp *Spend) error {
 		sp.Workflow = wf
 		delete(sp.Reserved, c.ID)
 		if sp.Nodes == nil {
@@ -162,8 +175,6 @@ func (s *Store) SettleSpend(ctx context.Context, run, wf string, c Call) (wasted
 			ns = &NodeSpend{}
 			sp.Nodes[c.Node] = ns
 		}
-		wasted = ns.Answered
-		sp.WastedUSD += wasted
 		ns.Answered = c.USD
 		ns.USD += c.USD
 		ns.Calls++
@@ -173,7 +184,7 @@ func (s *Store) SettleSpend(ctx context.Context, run, wf string, c Call) (wasted
 		sp.Providers[c.Provider] += c.USD
 		return nil
 	})
-	return wasted, err
+	return err
 }
 
 // AddSaved adds usd to the run's saved cost.

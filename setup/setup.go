@@ -31,6 +31,8 @@ const (
 	// long enough for a watcher that lost its connection for a moment to see the purge,
 	// short enough that purged keys do not pile up as markers for ever.
 	MarkerTTL = time.Hour
+	// CacheTTL is the llm cache bucket's TTL on a server that cannot expire keys one by one.
+	CacheTTL = 24 * time.Hour
 )
 
 // Config says what to create.
@@ -134,10 +136,16 @@ func Run(ctx context.Context, js jetstream.JetStream, cfg Config) (*Report, erro
 		{jetstream.KeyValueConfig{Bucket: n.WorkflowsBucket(), Description: "jetflow workflow registry", History: 1, Storage: jetstream.FileStorage, Replicas: replicas}, always},
 		{jetstream.KeyValueConfig{Bucket: n.BreakersBucket(), Description: "jetflow shared breaker trips", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, never},
 		{jetstream.KeyValueConfig{Bucket: n.WorkersBucket(), Description: "jetflow worker presence", History: 1, TTL: WorkerPresenceTTL, Storage: jetstream.FileStorage, Replicas: replicas}, always},
+		// Each answer is created with its own TTL (worker --cache-ttl); on a server without
+		// per-key TTLs the bucket's own TTL applies instead.
+		{jetstream.KeyValueConfig{Bucket: n.CacheBucket(), Description: "jetflow llm answers by request hash", History: 1, Storage: jetstream.FileStorage, Replicas: replicas, LimitMarkerTTL: MarkerTTL}, always},
 	}
 	markers := markersSupported(ctx, js)
 	for _, b := range buckets {
-		if !markers && b.cfg.LimitMarkerTTL > 0 {
+		if !markers && b.cfg.Bucket == n.CacheBucket() {
+			b.cfg.LimitMarkerTTL, b.cfg.TTL = 0, CacheTTL
+			rep.add("bucket %s: answers expire after %s, whatever --cache-ttl says (per-key TTLs need nats-server 2.11 or later)", b.cfg.Bucket, CacheTTL)
+		} else if !markers && b.cfg.LimitMarkerTTL > 0 {
 			b.cfg.LimitMarkerTTL = 0
 			rep.add("bucket %s: purge markers are kept for ever (this server cannot expire them; nats-server 2.11 or later can)", b.cfg.Bucket)
 		}

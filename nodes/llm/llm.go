@@ -482,19 +482,22 @@ func (c *call) once(ctx context.Context, p *Provider) (*Output, verdict, time.Du
 	}
 	store := n.cfg.Worker.Store()
 	key := spendKey(s)
-	if s.Budget > 0 && store != nil {
-		est := p.Price.Cost(c.est, r.maxTokens)
-		if err := store.ReserveSpend(ctx, s.RunID, s.Workflow, key, est, s.Budget); err != nil {
+	if store != nil {
+		wasted, err := store.ReserveSpend(ctx, s.RunID, s.Workflow, key, p.Price.Cost(c.est, r.maxTokens), s.Budget)
+		if err != nil {
 			held.Cancel()
 			done(breaker.ErrExcluded)
 			if errors.Is(err, checkpoint.ErrBudgetExceeded) {
 				return nil, verdictBudget, 0, err
 			}
-			return nil, verdictRetry, 0, fmt.Errorf("llm: budget: %w", err)
+			return nil, verdictRetry, 0, fmt.Errorf("llm: recording the call: %w", err)
+		}
+		if wasted > 0 && n.cfg.Observer != nil {
+			n.cfg.Observer.LLMWasted(wasted)
 		}
 	}
 	release := func() {
-		if s.Budget > 0 && store != nil {
+		if store != nil {
 			_ = store.ReleaseSpend(context.WithoutCancel(ctx), s.RunID, key)
 		}
 	}
@@ -540,13 +543,9 @@ func (c *call) once(ctx context.Context, p *Provider) (*Output, verdict, time.Du
 		out.Parsed = json.RawMessage(out.Content)
 	}
 	if store != nil {
-		wasted, err := store.SettleSpend(context.WithoutCancel(ctx), s.RunID, s.Workflow, checkpoint.Call{
-			ID: key, Node: key, Provider: p.Name, USD: cost, InputTokens: in, OutputTokens: outTok})
-		if err != nil {
+		if err := store.SettleSpend(context.WithoutCancel(ctx), s.RunID, s.Workflow, checkpoint.Call{
+			ID: key, Node: key, Provider: p.Name, USD: cost, InputTokens: in, OutputTokens: outTok}); err != nil {
 			n.cfg.Logger.Warn("llm: cannot record the call's cost", "run", s.RunID, "node", s.Node, "err", err)
-		}
-		if wasted > 0 && n.cfg.Observer != nil {
-			n.cfg.Observer.LLMWasted(wasted)
 		}
 	}
 	if n.cfg.Observer != nil {
@@ -641,8 +640,8 @@ func classifyErr(ctx, cctx context.Context, p *Provider, err error) (verdict, ti
 		return verdictRetry, 0, fmt.Errorf("provider %s: %s", p.Name, p.redact(err.Error()))
 	}
 	var se *json.SyntaxError
-	if errors.As(err, &se) || strings.Contains(err.Error(), "unmarshal") || strings.Contains(err.Error(), "invalid character") {
-		return verdictRetry, 0, fmt.Errorf("provider %s: %v: the reply is not JSON", p.Name, errMalformed)
+	if errors.As(err, &se) || strings.Contains(err.Error(), "parsing response json") {
+		return verdictRetry, 0, fmt.Errorf("provider %s: %v: the reply is not JSON (%s)", p.Name, errMalformed, p.redact(oneLine(err.Error())))
 	}
 	return verdictRetry, 0, fmt.Errorf("provider %s: %s", p.Name, p.redact(oneLine(err.Error())))
 }
@@ -694,4 +693,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
