@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -27,6 +28,13 @@ type RunView struct {
 	EndedAt   *time.Time           `json:"ended_at"`
 	Reason    string               `json:"reason"`
 	Nodes     map[string]*NodeView `json:"nodes"`
+	// CostUSD is what the run's model calls cost, every call counted (retries, fallbacks,
+	// lost answers).
+	CostUSD float64 `json:"cost_usd"`
+	// WastedUSD is the cost of answers lost to a crash before the checkpoint.
+	WastedUSD float64 `json:"wasted_usd,omitempty"`
+	// SavedUSD is the cost of done nodes the run did not pay again when it resumed.
+	SavedUSD float64 `json:"saved_usd,omitempty"`
 	// Order lists the node names in definition order (not in the JSON).
 	Order []string `json:"-"`
 }
@@ -54,8 +62,17 @@ type NodeView struct {
 	Items *ItemCounts `json:"items,omitempty"`
 	// Child is the run a subflow node started.
 	Child string `json:"child,omitempty"`
+	// Usage and CostUSD sum an llm node's calls (its items' for a for_each node).
+	Usage   *Usage   `json:"usage,omitempty"`
+	CostUSD *float64 `json:"cost_usd,omitempty"`
 
 	needs []string
+}
+
+// Usage counts an llm node's tokens.
+type Usage struct {
+	InputTokens  int64 `json:"input_tokens"`
+	OutputTokens int64 `json:"output_tokens"`
 }
 
 // ItemCounts are a for_each node's items as `runs get` shows them.
@@ -136,6 +153,11 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 	if end != nil {
 		v.Status, v.Reason, v.EndedAt = end.Status, end.Reason, timePtr(end.At)
 	}
+	sp, err := s.Spend(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	v.CostUSD, v.WastedUSD, v.SavedUSD = sp.USD, sp.WastedUSD, sp.SavedUSD
 	for _, n := range def.Nodes {
 		v.Order = append(v.Order, n.Name)
 		st, _, err := s.Node(ctx, id, n.Name)
@@ -160,6 +182,9 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 			}
 		}
 		nv.Type, nv.needs = n.Type, n.Needs
+		if n.Type == "llm" {
+			llmView(nv, n.Name, sp)
+		}
 		v.Nodes[n.Name] = nv
 	}
 	return v, nil
@@ -204,5 +229,37 @@ func (s *Store) waitKey(ctx context.Context, key string, v any) error {
 			}
 			return json.Unmarshal(e.Value(), v)
 		}
+	}
+}
+
+// llmView fills an llm node's usage and cost from the run's spend (every call), or for an
+// answer from the cache from its output (no cost, the original usage), and marks an answer
+// from a provider after the first as a fallback.
+func llmView(nv *NodeView, name string, sp *Spend) {
+	var u Usage
+	var usd float64
+	found := false
+	for key, ns := range sp.Nodes {
+		if base, _, _ := strings.Cut(key, "["); base == name {
+			found = true
+			u.InputTokens += ns.InputTokens
+			u.OutputTokens += ns.OutputTokens
+			usd += ns.USD
+		}
+	}
+	var out struct {
+		Usage     *Usage            `json:"usage"`
+		Fallbacks []json.RawMessage `json:"fallbacks"`
+	}
+	if len(nv.Output) > 0 && json.Unmarshal(nv.Output, &out) == nil {
+		if !found && out.Usage != nil {
+			u, found = *out.Usage, true
+		}
+		if len(out.Fallbacks) > 0 {
+			nv.Fallback = true
+		}
+	}
+	if found {
+		nv.Usage, nv.CostUSD = &u, &usd
 	}
 }

@@ -54,6 +54,9 @@ func (s *stepRun) admit(ctx context.Context) (proceed bool, err error) {
 		}
 		st = s.cur.st
 	}
+	if s.meta.NumDelivered == 1 && strings.HasPrefix(s.env.Dispatch, "r") && attemptsOf(st) == 0 {
+		s.countSaved(ctx) // the first delivery of a DLQ replay: the run resumes
+	}
 	if st != nil && st.Crashes > 0 && s.quarantine == nil {
 		// A step that was running when a worker died runs alone in this worker (one crash
 		// suspect at a time), so a poison step cannot take innocent steps down with it again
@@ -111,7 +114,39 @@ func (s *stepRun) countCrash(ctx context.Context) (proceed bool, err error) {
 	if err := s.write(ctx, s.next().CrashCounted(crashes, n, seq)); err != nil {
 		return false, err
 	}
+	s.countSaved(ctx)
 	return true, nil
+}
+
+// countSaved counts what the done nodes of a run that resumes after a failure cost in model
+// calls (jetflow_cost_saved_usd_total, and the run's saved_usd): a run without checkpoints
+// would pay for them again. Best effort, on the failure path only: one read for a run
+// without model calls.
+func (s *stepRun) countSaved(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sp, err := s.w.store.Spend(ctx, s.env.RunID)
+	if err != nil || sp.USD == 0 {
+		return
+	}
+	states, err := s.w.store.NodeStates(ctx, s.env.RunID)
+	if err != nil {
+		return
+	}
+	var saved float64
+	for key, ns := range sp.Nodes {
+		name, _, _ := strings.Cut(key, "[") // a for_each item's key is <node>[<index>]
+		if st := states[name]; name != s.env.Node && st != nil && st.Status == checkpoint.StatusDone {
+			saved += ns.USD
+		}
+	}
+	if saved <= 0 {
+		return
+	}
+	if err := s.w.store.AddSaved(ctx, s.env.RunID, saved); err != nil {
+		s.logger().Debug("cannot record the cost saved", "err", err)
+	}
+	s.w.cfg.Observer.CostSaved(s.env.Workflow, saved)
 }
 
 // markRunning is step 2's last write: on a redelivery the attempt is marked running first,

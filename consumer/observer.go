@@ -49,6 +49,10 @@ type Observer interface {
 	// BreakerCall is called for each call a breaker admitted that counts for it: failed is a
 	// retryable failure; took is the handler's run time.
 	BreakerCall(key string, failed bool, took time.Duration)
+	// CostSaved is called when a run resumes after a failure (a re-run after a crash, a DLQ
+	// replay) with what its done nodes' model calls cost: a run without checkpoints would
+	// pay it again.
+	CostSaved(workflow string, usd float64)
 }
 
 // nopObserver is the default Observer.
@@ -63,3 +67,4 @@ func (nopObserver) RunStarted(string)                                           
 func (nopObserver) RunFinished(string, string, time.Duration)                   {}
 func (nopObserver) BreakerState(string, breaker.State)                          {}
 func (nopObserver) BreakerCall(string, bool, time.Duration)                     {}
+func (nopObserver) CostSaved(string, float64)                                   {}

@@ -58,6 +58,11 @@ type Metrics struct {
 	breakerState     *prometheus.GaugeVec
 	breakerTransits  *prometheus.CounterVec
 	handlerAbandoned *prometheus.CounterVec
+	llmTokens        *prometheus.CounterVec
+	llmCost          *prometheus.CounterVec
+	llmCalls         *prometheus.CounterVec
+	llmWasted        prometheus.Counter
+	costSaved        prometheus.Counter
 
 	health *Health
 
@@ -117,6 +122,21 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 		handlerAbandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jetflow_handler_abandoned_total", Help: "Handlers that ignored their timeout and were left to the ack wait.",
 		}, []string{"workflow", "node"}),
+		llmTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetflow_llm_tokens_total", Help: "Tokens of llm calls answered by a provider, by provider, model and direction (input, output).",
+		}, []string{"provider", "model", "direction"}),
+		llmCost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetflow_llm_cost_usd_total", Help: "What llm calls cost, in USD, by provider and model (the providers file's prices).",
+		}, []string{"provider", "model"}),
+		llmCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jetflow_llm_calls_total", Help: "llm calls by provider and outcome: ok, error, fallback (answered by a provider after the first), cached.",
+		}, []string{"provider", "outcome"}),
+		llmWasted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetflow_llm_wasted_cost_usd_total", Help: "Cost of llm calls whose answer was lost (the worker died before the checkpoint), in USD.",
+		}),
+		costSaved: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jetflow_cost_saved_usd_total", Help: "Model cost of done nodes that resumed runs (after a crash, a DLQ replay) did not pay again, in USD.",
+		}),
 		health:   opts.Health,
 		breakers: map[string]breaker.State{},
 	}
@@ -125,7 +145,8 @@ func New(reg prometheus.Registerer, opts Options) *Metrics {
 	}, []string{"version", "go_version"})
 	buildInfo.WithLabelValues(opts.Version, runtime.Version()).Set(1)
 	reg.MustRegister(m.runsStarted, m.runsFinished, m.runDuration, m.steps, m.stepDuration, m.scheduleToStart,
-		m.reruns, m.inFlight, m.breakerState, m.breakerTransits, m.handlerAbandoned, buildInfo)
+		m.reruns, m.inFlight, m.breakerState, m.breakerTransits, m.handlerAbandoned, buildInfo,
+		m.llmTokens, m.llmCost, m.llmCalls, m.llmWasted, m.costSaved)
 	if opts.JetStream != nil {
 		reg.MustRegister(NewBrokerCollector(opts.JetStream, opts.Names, cmp.Or(opts.ScrapeTimeout, 2*time.Second)))
 	}
@@ -205,3 +226,21 @@ func (m *Metrics) BreakerCall(key string, failed bool, took time.Duration) {
 		m.health.Observe(ScopeBreaker, key, failed, took)
 	}
 }
+
+// LLMCall counts one llm call (llm.Observer): its outcome, and for an answered call its
+// tokens and cost.
+func (m *Metrics) LLMCall(provider, model, outcome string, inputTokens, outputTokens int64, usd float64) {
+	m.llmCalls.WithLabelValues(provider, outcome).Inc()
+	if outcome == "error" || outcome == "cached" {
+		return
+	}
+	m.llmTokens.WithLabelValues(provider, model, "input").Add(float64(inputTokens))
+	m.llmTokens.WithLabelValues(provider, model, "output").Add(float64(outputTokens))
+	m.llmCost.WithLabelValues(provider, model).Add(usd)
+}
+
+// LLMWasted counts the cost of an llm answer that was lost (llm.Observer).
+func (m *Metrics) LLMWasted(usd float64) { m.llmWasted.Add(usd) }
+
+// CostSaved counts the model cost a resumed run did not pay again (consumer.Observer).
+func (m *Metrics) CostSaved(_ string, usd float64) { m.costSaved.Add(usd) }

@@ -30,6 +30,7 @@ func (a *app) devCmd() *cobra.Command {
 		retention             time.Duration
 		maxPayload            int
 		hf                    httpFlags
+		lf                    llmFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -51,6 +52,9 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			if maxPayload < 1 {
 				return usageErr(errors.New("--max-payload must be at least 1 byte"))
+			}
+			if err := lf.load(); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			names, err := a.names()
@@ -138,7 +142,7 @@ func (a *app) devCmd() *cobra.Command {
 			}
 			fmt.Fprintf(a.stdout, "Start a run from another terminal:\n  go run ./cmd/jetflow start %s --input '{}' --wait%s\n", example, natsFlag)
 			fmt.Fprintf(a.stdout, "Press Ctrl-C to stop.\n")
-			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second, Retention: retention, MaxPayload: maxPayload}, o)
+			err = a.runWorker(ctx, c, consumer.Config{Concurrency: concurrency, DrainTimeout: 10 * time.Second, Retention: retention, MaxPayload: maxPayload}, o, &lf)
 			fmt.Fprintln(a.stdout, "Stopped.")
 			if err != nil && !errors.Is(err, ctx.Err()) {
 				return err
@@ -154,5 +158,6 @@ func (a *app) devCmd() *cobra.Command {
 	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
 	f.IntVar(&maxPayload, "max-payload", checkpoint.DefaultMaxPayload, "largest node input or output, in bytes (over 256 KiB they travel as blobs)")
 	hf.register(cmd, metrics.DefaultAddr)
+	lf.register(cmd)
 	return cmd
 }

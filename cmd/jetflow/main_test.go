@@ -126,8 +126,8 @@ func (e *testEnv) apply() {
 	}
 }
 
-// worker runs `jetflow worker` in-process until the test ends.
-func (e *testEnv) worker(extra ...string) {
+// worker runs `jetflow worker` in-process until the test ends, and returns its output.
+func (e *testEnv) worker(extra ...string) *lockedBuffer {
 	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lockedBuffer{}
@@ -154,6 +154,7 @@ func (e *testEnv) worker(extra ...string) {
 			e.t.Errorf("worker did not stop within 30 s of its context ending\n%s", out.String())
 		}
 	})
+	return out
 }
 
 // lockedBuffer is a bytes.Buffer safe for the worker's logger and the test to share.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,16 @@ func (a *app) runsCmd() *cobra.Command {
 			if v.Reason != "" {
 				fmt.Fprintf(a.stdout, "reason    %s\n", v.Reason)
 			}
+			if v.CostUSD > 0 || v.SavedUSD > 0 {
+				line := "cost      " + usd(v.CostUSD)
+				if v.WastedUSD > 0 {
+					line += " (" + usd(v.WastedUSD) + " of it wasted on answers lost to a crash)"
+				}
+				if v.SavedUSD > 0 {
+					line += "; " + usd(v.SavedUSD) + " saved by resuming"
+				}
+				fmt.Fprintln(a.stdout, line)
+			}
 			fmt.Fprintln(a.stdout)
 			tw := table(a.stdout)
 			fmt.Fprintln(tw, "NODE\tSTATUS\tATTEMPTS\tDURATION\tOUTPUT / ERROR")
@@ -55,6 +66,9 @@ func (a *app) runsCmd() *cobra.Command {
 					dur = n.EndedAt.Sub(*n.StartedAt).Round(1e6).String()
 				}
 				detail := string(n.Output)
+				if n.CostUSD != nil {
+					detail = llmDetail(n)
+				}
 				if n.Error != "" {
 					detail = "error: " + n.Error
 				}
@@ -66,6 +80,44 @@ func (a *app) runsCmd() *cobra.Command {
 	get.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
 	cmd.AddCommand(a.runsLsCmd(), get, a.runsWatchCmd(), a.runsCancelCmd())
 	return cmd
+}
+
+// llmDetail is an llm node's line in `runs get`: who answered, the cost and the tokens,
+// then the answer.
+func llmDetail(n *checkpoint.NodeView) string {
+	var out struct {
+		Content  string `json:"content"`
+		Provider string `json:"provider"`
+		Cached   bool   `json:"cached"`
+	}
+	_ = json.Unmarshal(n.Output, &out)
+	var b strings.Builder
+	if out.Provider != "" {
+		b.WriteString(out.Provider)
+		if n.Fallback {
+			b.WriteString(" (fallback)")
+		}
+		b.WriteString(", ")
+	}
+	if out.Cached {
+		b.WriteString("cached, ")
+	}
+	fmt.Fprintf(&b, "%s, %d+%d tokens", usd(*n.CostUSD), n.Usage.InputTokens, n.Usage.OutputTokens)
+	if out.Content != "" {
+		b.WriteString(": " + strconv.Quote(out.Content))
+	}
+	return b.String()
+}
+
+// usd formats a cost in dollars: cents for a dollar or more, micro-dollars below a cent.
+func usd(v float64) string {
+	switch {
+	case v >= 1:
+		return fmt.Sprintf("$%.2f", v)
+	case v >= 0.01:
+		return fmt.Sprintf("$%.4f", v)
+	}
+	return fmt.Sprintf("$%.6f", v)
 }
 
 // noRun is the one-line error for an unknown run ID.

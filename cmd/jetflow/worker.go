@@ -25,6 +25,7 @@ func (a *app) workerCmd() *cobra.Command {
 		retention    time.Duration
 		maxPayload   int
 		hf           httpFlags
+		lf           llmFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "worker",
@@ -42,6 +43,9 @@ func (a *app) workerCmd() *cobra.Command {
 				return usageErr(errors.New("--max-payload must be at least 1 byte"))
 			}
 			if err := hf.health.validate(); err != nil {
+				return err
+			}
+			if err := lf.load(); err != nil {
 				return err
 			}
 			var typeList []string
@@ -70,7 +74,7 @@ func (a *app) workerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.runWorker(ctx, c, cfg, o)
+			return a.runWorker(ctx, c, cfg, o, &lf)
 		},
 	}
 	f := cmd.Flags()
@@ -81,12 +85,13 @@ func (a *app) workerCmd() *cobra.Command {
 	f.IntVar(&maxPayload, "max-payload", checkpoint.DefaultMaxPayload, "largest node input or output, in bytes (over 256 KiB they travel as blobs)")
 	f.DurationVar(&retention, "retention", checkpoint.DefaultRetention, "how long a run's keys are kept after it ends (the reaper purges them; runs with DLQ entries are kept)")
 	hf.register(cmd, "")
+	lf.register(cmd)
 	f.StringVar(&allowEnv, "allow-env", "", "environment variables ${{ env.NAME }} expressions may read, comma-separated (e.g. API_KEY)")
 	return cmd
 }
 
 // runWorker runs a worker with the built-in node types until ctx ends.
-func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config, o *obs) error {
+func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config, o *obs, lf *llmFlags) error {
 	cfg.Names = c.names
 	cfg.Observer = o.observer()
 	cfg.Logger = a.logger()
@@ -104,6 +109,9 @@ func (a *app) runWorker(ctx context.Context, c *conn, cfg consumer.Config, o *ob
 		return usageErr(err)
 	}
 	nodes.Register(w)
+	if err := a.registerLLM(ctx, c, w, lf, o); err != nil {
+		return err
+	}
 	o.attach(w)
 	defer o.start()() // the server outlives the drain: /readyz says 503 while draining
 	if err := w.Run(ctx); err != nil {

@@ -46,6 +46,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 						what = "applied"
 					}
 					fmt.Fprintf(a.stdout, "%s %s (%d nodes, %s)\n", what, w.Name, len(w.Nodes), hash[:12])
+					a.warnDefinition(w)
 					a.warnUnserved(cmd.Context(), c, w)
 				}
 				return nil
@@ -62,6 +63,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 				}
 				for _, w := range wfs {
 					fmt.Fprintf(a.stdout, "workflow %s is valid (%d nodes)\n", w.Name, len(w.Nodes))
+					a.warnDefinition(w)
 				}
 				return nil
 			},
@@ -293,6 +295,13 @@ func mermaid(w *workflow.Workflow) string {
 		}
 	}
 	return b.String()
+}
+
+// warnDefinition prints, on stderr, the definition's advice that does not refuse it.
+func (a *app) warnDefinition(w *workflow.Workflow) {
+	for _, line := range w.Warnings() {
+		fmt.Fprintf(a.stderr, "warning: workflow %s: %s\n", w.Name, line)
+	}
 }
 
 // applyWorkflow stores a definition and applies its nodes' concurrency caps to their types'
