@@ -76,8 +76,8 @@ nodes:
 	var v struct {
 		CostUSD float64 `json:"cost_usd"`
 		Nodes   map[string]struct {
-			Status   string `json:"status"`
-			Fallback bool   `json:"fallback"`
+			Status   string   `json:"status"`
+			Fallback bool     `json:"fallback"`
 			CostUSD  *float64 `json:"cost_usd"`
 			Usage    *struct {
 				In  int64 `json:"input_tokens"`
@@ -158,4 +158,3 @@ func writeFile(t *testing.T, path, body string) {
 		t.Fatal(err)
 	}
 }
-
