@@ -21,6 +21,7 @@ func Example() {
 	m.StepFinished("orders", "charge", "http", consumer.OutcomeRetried, 120*time.Millisecond)
 	m.StepFinished("orders", "charge", "http", consumer.OutcomeSucceeded, 80*time.Millisecond)
 	m.RunFinished("orders", "completed", 2*time.Second)
+	m.LLMCall("openai", "gpt-4o-mini", "ok", 1200, 300, 0.00036) // an llm node's call (llm.Observer)
 
 	mfs, _ := reg.Gather()
 	for _, mf := range mfs {
@@ -36,6 +37,12 @@ func Example() {
 		}
 	}
 	// Output:
+	// jetflow_cost_saved_usd_total{} 0
+	// jetflow_llm_calls_total{outcome=ok,provider=openai} 1
+	// jetflow_llm_cost_usd_total{model=gpt-4o-mini,provider=openai} 0.00036
+	// jetflow_llm_tokens_total{direction=input,model=gpt-4o-mini,provider=openai} 1200
+	// jetflow_llm_tokens_total{direction=output,model=gpt-4o-mini,provider=openai} 300
+	// jetflow_llm_wasted_cost_usd_total{} 0
 	// jetflow_runs_finished_total{status=completed,workflow=orders} 1
 	// jetflow_runs_started_total{workflow=orders} 1
 	// jetflow_steps_total{node=charge,outcome=retried,workflow=orders} 1
