@@ -2,10 +2,13 @@ package checkpoint
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -197,4 +200,44 @@ func (s *Store) AddSaved(ctx context.Context, run string, usd float64) error {
 		return nil
 	})
 	return err
+}
+
+// SpendTotal sums the spend of many runs.
+type SpendTotal struct {
+	// Since is where the sum starts: runs whose spend last changed at or after it count.
+	Since time.Time `json:"since"`
+	// Runs counts the runs with model calls.
+	Runs int `json:"runs"`
+	// USD, WastedUSD and SavedUSD sum the runs' Spend fields.
+	USD       float64 `json:"usd"`
+	WastedUSD float64 `json:"wasted_usd"`
+	SavedUSD  float64 `json:"saved_usd"`
+	// Workflows and Providers split USD by workflow and by provider.
+	Workflows map[string]float64 `json:"workflows"`
+	Providers map[string]float64 `json:"providers"`
+}
+
+// SpendSince sums the spend of the runs whose spend changed at or after since (a run that
+// spans it counts whole). It reads every run's spend key: the dashboard calls it, not the
+// step path.
+func (s *Store) SpendSince(ctx context.Context, since time.Time) (*SpendTotal, error) {
+	t := &SpendTotal{Since: since, Workflows: map[string]float64{}, Providers: map[string]float64{}}
+	err := s.scan(ctx, []string{workflow.SpendKey("*")}, func(e jetstream.KeyValueEntry) error {
+		var sp Spend
+		if json.Unmarshal(e.Value(), &sp) != nil || sp.Updated.Before(since) {
+			return nil
+		}
+		t.Runs++
+		t.USD += sp.USD
+		t.WastedUSD += sp.WastedUSD
+		t.SavedUSD += sp.SavedUSD
+		if sp.USD > 0 {
+			t.Workflows[sp.Workflow] += sp.USD
+		}
+		for p, usd := range sp.Providers {
+			t.Providers[p] += usd
+		}
+		return nil
+	})
+	return t, err
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
@@ -53,7 +54,51 @@ func templateFuncs() template.FuncMap {
 		"rate":     func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
 		"join":     joinComma,
 		"replayID": func(id uint64) string { return `{"ids":[` + strconv.FormatUint(id, 10) + `]}` },
+		"usd":      FormatUSD,
+		"usdp": func(v *float64) string {
+			if v == nil {
+				return ""
+			}
+			return FormatUSD(*v)
+		},
+		"costs": sortedCosts,
 	}
+}
+
+// FormatUSD formats a cost in dollars: cents from a dollar, four places from a cent,
+// micro-dollars below.
+func FormatUSD(v float64) string {
+	switch {
+	case v >= 1:
+		return "$" + strconv.FormatFloat(v, 'f', 2, 64)
+	case v >= 0.01:
+		return "$" + strconv.FormatFloat(v, 'f', 4, 64)
+	}
+	return "$" + strconv.FormatFloat(v, 'f', 6, 64)
+}
+
+// cost is one line of a spend table.
+type cost struct {
+	Name string
+	USD  float64
+}
+
+// sortedCosts lists m's costs, largest first.
+func sortedCosts(m map[string]float64) []cost {
+	out := make([]cost, 0, len(m))
+	for k, v := range m {
+		out = append(out, cost{k, v})
+	}
+	slices.SortFunc(out, func(a, b cost) int {
+		if a.USD != b.USD {
+			if a.USD > b.USD {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a.Name, b.Name)
+	})
+	return out
 }
 
 // parsePages parses the layout with each page.
@@ -112,6 +157,8 @@ type overviewData struct {
 	Health     []HealthView
 	Pending    uint64
 	AckPending int
+	// Spend is today's model spend (UTC), nil when it cannot be read.
+	Spend *checkpoint.SpendTotal
 }
 
 func (s *Server) pageOverview(w http.ResponseWriter, r *http.Request) {
@@ -127,6 +174,9 @@ func (s *Server) pageOverview(w http.ResponseWriter, r *http.Request) {
 		d.RunCounts[run.Status]++
 	}
 	d.Runs = runs[:min(len(runs), 10)]
+	if sp, err := s.spendToday(ctx); err == nil {
+		d.Spend = sp
+	}
 	for _, b := range d.Backlog {
 		d.Pending += b.Pending
 		d.AckPending += b.AckPending
@@ -598,3 +648,22 @@ func joinComma(s []string) string {
 	}
 	return b.String()
 }
+
+// spendToday sums today's model spend (UTC), read at most every spendEvery.
+func (s *Server) spendToday(ctx context.Context) (*checkpoint.SpendTotal, error) {
+	s.spendMu.Lock()
+	defer s.spendMu.Unlock()
+	now := time.Now().UTC()
+	if s.spend != nil && now.Sub(s.spendAt) < spendEvery {
+		return s.spend, nil
+	}
+	sp, err := s.store.SpendSince(ctx, now.Truncate(24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	s.spend, s.spendAt = sp, now
+	return sp, nil
+}
+
+// spendEvery is how often the overview sums the spend again.
+const spendEvery = 10 * time.Second

@@ -137,6 +137,10 @@ type Server struct {
 	readyMu  sync.Mutex
 	readyAt  time.Time
 	readyErr error
+
+	spendMu sync.Mutex
+	spend   *checkpoint.SpendTotal // today's spend, last read at spendAt
+	spendAt time.Time
 }
 
 // NewServer returns a server reading through js and store. It refuses (ErrPublicWithoutToken)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/metrics"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -47,12 +48,12 @@ func (a *app) runsCmd() *cobra.Command {
 				fmt.Fprintf(a.stdout, "reason    %s\n", v.Reason)
 			}
 			if v.CostUSD > 0 || v.SavedUSD > 0 {
-				line := "cost      " + usd(v.CostUSD)
+				line := "cost      " + metrics.FormatUSD(v.CostUSD)
 				if v.WastedUSD > 0 {
-					line += " (" + usd(v.WastedUSD) + " of it wasted on answers lost to a crash)"
+					line += " (" + metrics.FormatUSD(v.WastedUSD) + " of it wasted on answers lost to a crash)"
 				}
 				if v.SavedUSD > 0 {
-					line += "; " + usd(v.SavedUSD) + " saved by resuming"
+					line += "; " + metrics.FormatUSD(v.SavedUSD) + " saved by resuming"
 				}
 				fmt.Fprintln(a.stdout, line)
 			}
@@ -102,22 +103,11 @@ func llmDetail(n *checkpoint.NodeView) string {
 	if out.Cached {
 		b.WriteString("cached, ")
 	}
-	fmt.Fprintf(&b, "%s, %d+%d tokens", usd(*n.CostUSD), n.Usage.InputTokens, n.Usage.OutputTokens)
+	fmt.Fprintf(&b, "%s, %d+%d tokens", metrics.FormatUSD(*n.CostUSD), n.Usage.InputTokens, n.Usage.OutputTokens)
 	if out.Content != "" {
 		b.WriteString(": " + strconv.Quote(out.Content))
 	}
 	return b.String()
-}
-
-// usd formats a cost in dollars: cents for a dollar or more, micro-dollars below a cent.
-func usd(v float64) string {
-	switch {
-	case v >= 1:
-		return fmt.Sprintf("$%.2f", v)
-	case v >= 0.01:
-		return fmt.Sprintf("$%.4f", v)
-	}
-	return fmt.Sprintf("$%.6f", v)
 }
 
 // noRun is the one-line error for an unknown run ID.
