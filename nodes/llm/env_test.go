@@ -12,11 +12,13 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/internal/llmstub"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/metrics"
 	"github.com/jetflow-dev/jetflow/nodes"
 	"github.com/jetflow-dev/jetflow/nodes/llm"
 	"github.com/jetflow-dev/jetflow/producer"
@@ -83,12 +85,15 @@ type env struct {
 	prod  *producer.Producer
 	obs   *counter
 	logs  *syncBuffer
+	reg   *prometheus.Registry // the workers' metrics
 }
 
 type envOpts struct {
 	workers int
 	// wrap, when set, wraps the llm handler (to lose an answer, for one).
 	wrap func(consumer.HandlerFunc) consumer.HandlerFunc
+	// extra registers more node types.
+	extra map[string]consumer.HandlerFunc
 }
 
 // providersYAML renders a providers file; each entry is name → stub.
@@ -138,11 +143,12 @@ func newEnv(t *testing.T, def string, providers []byte, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{js: js, names: names, store: store, obs: &counter{}, logs: &syncBuffer{},
+	e := &env{js: js, names: names, store: store, obs: &counter{}, logs: &syncBuffer{}, reg: prometheus.NewRegistry(),
 		prod: producer.New(js, store, producer.Config{Names: names})}
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	m := metrics.New(e.reg, metrics.Options{})
 	for i := range max(o.workers, 1) {
-		w, err := consumer.New(js, store, consumer.Config{Names: names, ID: fmt.Sprintf("w%d", i+1), Logger: logger})
+		w, err := consumer.New(js, store, consumer.Config{Names: names, ID: fmt.Sprintf("w%d", i+1), Logger: logger, Observer: m})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,6 +162,9 @@ func newEnv(t *testing.T, def string, providers []byte, o envOpts) *env {
 			h = o.wrap(h)
 		}
 		w.Handle(llm.Type, h)
+		for typ, eh := range o.extra {
+			w.Handle(typ, eh)
+		}
 		wctx, stop := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- w.Run(wctx) }()
@@ -210,4 +219,23 @@ func (e *env) completes(t *testing.T, wf string, input any) string {
 		t.Fatalf("run %s ended %s (%s), want completed", id, end.Status, end.Reason)
 	}
 	return id
+}
+
+// counterValue reads a counter without labels from the workers' metrics.
+func (e *env) counterValue(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+			return v
+		}
+	}
+	return 0
 }

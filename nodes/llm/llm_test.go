@@ -3,6 +3,7 @@ package llm_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"strings"
@@ -393,5 +394,50 @@ func TestLostAnswerCountsAsWasted(t *testing.T) {
 	e.obs.mu.Unlock()
 	if math.Abs(wasted-0.02) > 1e-9 {
 		t.Errorf("wasted counted $%v, want $0.02", wasted)
+	}
+}
+
+// TestReplayCountsSaved: a run whose llm node is done fails on its next node; replaying
+// that node from the DLQ resumes the run without calling the model again, and the llm
+// node's cost is counted as saved, on the run and in jetflow_cost_saved_usd_total.
+func TestReplayCountsSaved(t *testing.T) {
+	t.Parallel()
+	a := stub(t, func(*llmstub.Request) llmstub.Reply { return llmstub.Reply{PromptTokens: 10, CompletionTokens: 5} })
+	var fixed atomic.Bool
+	e := newEnv(t, one("")+`  - name: store
+    type: store
+    needs: [ask]
+`, providersYAML(t, provider("a", a, "m-a", "")), envOpts{extra: map[string]consumer.HandlerFunc{
+		"store": func(context.Context, *consumer.Step) (any, error) {
+			if !fixed.Load() {
+				return nil, consumer.Permanent(errors.New("the database refuses the write"))
+			}
+			return "stored", nil
+		},
+	}})
+	id := e.start(t, "ask", map[string]string{"q": "hi"})
+	if end := e.wait(t, id, 60*time.Second); end.Status != checkpoint.EndFailed {
+		t.Fatalf("run ended %s, want failed", end.Status)
+	}
+	entries, err := dlq.List(context.Background(), e.js, e.names, dlq.Filter{RunID: id})
+	if err != nil || len(entries) != 1 {
+		t.Fatalf("DLQ %v, %v: want the store node", entries, err)
+	}
+	fixed.Store(true)
+	if _, err := dlq.Replay(context.Background(), e.js, e.store, e.names, entries[0].ID, dlq.ReplayOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if end := e.wait(t, id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("the replayed run ended %s (%s), want completed", end.Status, end.Reason)
+	}
+	if a.Count() != 1 {
+		t.Errorf("%d model calls, want 1: the replay resumes after the done llm node", a.Count())
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		sp, err := e.store.Spend(context.Background(), id)
+		return err == nil && math.Abs(sp.SavedUSD-0.02) < 1e-9
+	}, "the run's saved_usd never became $0.02")
+	if v := e.counterValue(t, "jetflow_cost_saved_usd_total"); math.Abs(v-0.02) > 1e-9 {
+		t.Errorf("jetflow_cost_saved_usd_total = %v, want 0.02", v)
 	}
 }
