@@ -388,7 +388,7 @@ func quantiles(d []time.Duration) Quantiles {
 // Delete deletes every stream and bucket of the installation n; missing ones are fine.
 func Delete(ctx context.Context, js jetstream.JetStream, n workflow.Names) error {
 	return deleteStreams(ctx, js, n.StepsStream(), n.DLQStream(), n.AdvisoryStream(),
-		"KV_"+n.RunsBucket(), "KV_"+n.WorkflowsBucket(), "KV_"+n.BreakersBucket(), "KV_"+n.WorkersBucket(),
+		"KV_"+n.RunsBucket(), "KV_"+n.WorkflowsBucket(), "KV_"+n.BreakersBucket(), "KV_"+n.WorkersBucket(), "KV_"+n.CacheBucket(),
 		"OBJ_"+n.BlobsBucket())
 }
 
