@@ -1,7 +1,7 @@
 # jetflow — common tasks. `make help` lists them.
 GO ?= go
 
-.PHONY: help test race lint bench bench-go fuzz chaos chaosquick ci build dev browser
+.PHONY: help test race lint bench impact bench-go fuzz chaos chaosquick ci build dev browser
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,10 @@ lint: ## gofmt, go vet, and golangci-lint (the pinned version, installed when mi
 bench: ## jetflow vs the hand loop, the leader-read loop, the Watermill chain and the raw chain: 8 pairs in turn, median ratios and spread
 	cd bench/watermill && $(GO) build -o ../../bin/jetflow-bench-watermill .
 	$(GO) run ./cmd/jetflow bench --baseline --pairs 8 --watermill bin/jetflow-bench-watermill
+
+impact: ## the impact table: 500 AI workflows against flaky model APIs with no resilience, retries only, and jetflow (about 4 min); writes docs/impact.svg
+	$(GO) build -o bin/jetflow ./cmd/jetflow
+	bin/jetflow bench impact --chart docs/impact.svg
 
 bench-go: ## the Go benchmarks' engine vs hand-written pipeline (scripts/bench-ratio.sh): 8 alternating pairs, with CPU profiles on demand
 	bash scripts/bench-ratio.sh 8 minimal

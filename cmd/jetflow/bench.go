@@ -250,6 +250,7 @@ func (a *app) benchCmd() *cobra.Command {
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of jetflow's first timed run (with --map, the first map run) to this file (go tool pprof)")
 	f.IntVar(&mapItems, "map", 0, "also time runs of one for_each node over this many items (as many items in all as the linear runs have steps), in turn with the linear runs, and print items/s against steps/s")
 	f.BoolVar(&a.jsonOut, "json", false, "print one JSON object")
+	cmd.AddCommand(a.benchImpactCmd())
 	return cmd
 }
 

@@ -31,6 +31,10 @@ type Request struct {
 	Authorization string `json:"-"`
 	// At is when it arrived.
 	At time.Time `json:"-"`
+	// Status is the reply's HTTP status, and PromptTokens and CompletionTokens the usage
+	// it reported (0 for an error).
+	Status                         int   `json:"-"`
+	PromptTokens, CompletionTokens int64 `json:"-"`
 }
 
 // Message is one chat message.
@@ -112,33 +116,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	req.N = s.n.Add(1)
 	req.Authorization = r.Header.Get("Authorization")
 	req.At = time.Now()
-	s.mu.Lock()
-	s.calls = append(s.calls, req)
-	s.mu.Unlock()
 	rep := (*s.script.Load())(&req)
-	if rep.Delay > 0 {
-		select {
-		case <-time.After(rep.Delay):
-		case <-r.Context().Done():
-			return
-		}
-	}
-	if rep.RetryAfter != "" {
-		w.Header().Set("Retry-After", rep.RetryAfter)
-	}
-	w.Header().Set("Content-Type", "application/json")
 	status := rep.Status
 	if status == 0 {
 		status = http.StatusOK
-	}
-	if rep.Raw != "" {
-		w.WriteHeader(status)
-		_, _ = w.Write([]byte(rep.Raw))
-		return
-	}
-	if status != http.StatusOK {
-		writeErr(w, status, rep.Message)
-		return
 	}
 	content := rep.Content
 	if content == "" && len(req.Messages) > 0 {
@@ -152,6 +133,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 	if ct == 0 {
 		ct = int64(len(content))/4 + 1
+	}
+	req.Status = status
+	if status == http.StatusOK && rep.Raw == "" {
+		req.PromptTokens, req.CompletionTokens = pt, ct
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, req)
+	s.mu.Unlock()
+	if rep.Delay > 0 {
+		select {
+		case <-time.After(rep.Delay):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if rep.RetryAfter != "" {
+		w.Header().Set("Retry-After", rep.RetryAfter)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if rep.Raw != "" {
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte(rep.Raw))
+		return
+	}
+	if status != http.StatusOK {
+		writeErr(w, status, rep.Message)
+		return
 	}
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"id": fmt.Sprintf("chatcmpl-%d", req.N), "object": "chat.completion", "created": time.Now().Unix(),
