@@ -400,7 +400,7 @@ func jetflowMode(ctx context.Context, cfg ImpactConfig, primary, secondary *llms
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 	srv, err := embedded.Start(embedded.Options{StoreDir: filepath.Join(dir, "js"), Port: -1})
 	if err != nil {
 		return nil, err

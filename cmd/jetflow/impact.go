@@ -52,10 +52,10 @@ func (a *app) benchImpactCmd() *cobra.Command {
 				c.Stdout, c.Stderr = f, f
 				c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the benchmark
 				if err := c.Start(); err != nil {
-					f.Close()
+					_ = f.Close()
 					return nil, err
 				}
-				go func() { _ = c.Wait(); f.Close() }()
+				go func() { _ = c.Wait(); _ = f.Close() }()
 				return c.Process, nil
 			}
 			cfg.Logf = func(format string, args ...any) { fmt.Fprintf(a.stderr, format+"\n", args...) }

@@ -580,7 +580,7 @@ func params(r *request, model string) openai.ChatCompletionNewParams {
 			msgs = append(msgs, openai.UserMessage(m.Content))
 		}
 	}
-	p := openai.ChatCompletionNewParams{Model: shared.ChatModel(model), Messages: msgs, MaxTokens: openai.Int(r.maxTokens)}
+	p := openai.ChatCompletionNewParams{Model: model, Messages: msgs, MaxTokens: openai.Int(r.maxTokens)}
 	if r.temperature != nil {
 		p.Temperature = openai.Float(*r.temperature)
 	}
@@ -641,7 +641,7 @@ func classifyErr(ctx, cctx context.Context, p *Provider, err error) (verdict, ti
 	}
 	var se *json.SyntaxError
 	if errors.As(err, &se) || strings.Contains(err.Error(), "parsing response json") {
-		return verdictRetry, 0, fmt.Errorf("provider %s: %v: the reply is not JSON (%s)", p.Name, errMalformed, p.redact(oneLine(err.Error())))
+		return verdictRetry, 0, fmt.Errorf("provider %s: %w: the reply is not JSON (%s)", p.Name, errMalformed, p.redact(oneLine(err.Error())))
 	}
 	return verdictRetry, 0, fmt.Errorf("provider %s: %s", p.Name, p.redact(oneLine(err.Error())))
 }

@@ -108,7 +108,7 @@ func ParseFile(name string, data []byte, getenv func(string) string) (*File, err
 
 func (f *File) check(getenv func(string) string) error {
 	if len(f.Providers) == 0 {
-		return errors.New("no providers: list them under providers:")
+		return errors.New("no providers: list them under `providers`")
 	}
 	var seen []string
 	for i, p := range f.Providers {
