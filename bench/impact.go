@@ -618,11 +618,11 @@ func (r *ImpactResult) Table() string {
 	}
 	row("runs failed", func(m *ImpactMode) string { return fmt.Sprintf("%.1f %% (%d of %d)", m.FailedPct, m.Failed, m.Runs) })
 	row("calls made", func(m *ImpactMode) string { return fmt.Sprint(m.Calls) })
-	row("calls wasted", func(m *ImpactMode) string { return fmt.Sprint(m.Wasted) })
+	row("calls wasted (failed, or answers no completed run used)", func(m *ImpactMode) string { return fmt.Sprint(m.Wasted) })
 	row("answers (paid calls) wasted", func(m *ImpactMode) string { return fmt.Sprint(m.AnswersWasted) })
 	row("tokens wasted", func(m *ImpactMode) string { return fmt.Sprint(m.TokensWasted) })
 	row("USD wasted", func(m *ImpactMode) string { return fmt.Sprintf("$%.4f", m.USDWasted) })
-	row("outage end → full throughput", func(m *ImpactMode) string {
+	row("outage end → answers/s back to 90 %", func(m *ImpactMode) string {
 		if m.RecoverySeconds < 0 {
 			return "not within the run"
 		}
@@ -634,7 +634,7 @@ func (r *ImpactResult) Table() string {
 		}
 		return fmt.Sprintf("%.1f s", m.PrimaryBackSeconds)
 	})
-	row("p95 run duration", func(m *ImpactMode) string { return m.P95.Round(10 * time.Millisecond).String() })
+	row("p95 run duration (completed runs)", func(m *ImpactMode) string { return fmt.Sprintf("%.2f s", m.P95.Seconds()) })
 	return b.String()
 }
 
