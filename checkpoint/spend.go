@@ -81,9 +81,11 @@ func (s *Store) spend(ctx context.Context, run string) (*Spend, uint64, error) {
 	return &sp, rev, nil
 }
 
-// spendTries bounds the compare-and-set loop on a run's spend: many parallel nodes of one
-// run write it, so it retries more than MaxCASRetries, with jitter.
-const spendTries = 20
+// spendTries bounds the compare-and-set loop on a run's spend: many parallel nodes (a
+// for_each over items) of one run write it, and a settle records money already spent, so it
+// retries far more than MaxCASRetries, with jittered waits of up to 128 ms (a few seconds in
+// all).
+const spendTries = 40
 
 // updateSpend applies fn to the run's spend with compare-and-set until it sticks. fn may
 // refuse with an error, which is returned as is.
@@ -102,7 +104,7 @@ func (s *Store) updateSpend(ctx context.Context, run string, fn func(*Spend) err
 		} else if !errors.Is(err, ErrConflict) {
 			return nil, err
 		}
-		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(try, 6)))
+		d := time.Duration(rand.Int64N(int64(time.Millisecond) << min(try, 7)))
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

@@ -441,3 +441,43 @@ func TestReplayCountsSaved(t *testing.T) {
 		t.Errorf("jetflow_cost_saved_usd_total = %v, want 0.02", v)
 	}
 }
+
+// TestForEachSpendAddsUp: a for_each llm node over 60 items, 30 at once on two workers,
+// all writing one run's spend: every call is recorded once, and the run's cost is their sum.
+func TestForEachSpendAddsUp(t *testing.T) {
+	t.Parallel()
+	a := stub(t, func(*llmstub.Request) llmstub.Reply {
+		return llmstub.Reply{Delay: 20 * time.Millisecond, PromptTokens: 10, CompletionTokens: 5}
+	})
+	e := newEnv(t, `name: fan
+nodes:
+  - name: ask
+    type: llm
+    for_each: ${{ input.items }}
+    max_parallel: 30
+    with:
+      model: fast
+      messages: [{role: user, content: "item ${{ item }}"}]
+`, providersYAML(t, provider("a", a, "m-a", "")), envOpts{workers: 2})
+	items := make([]int, 60)
+	for i := range items {
+		items[i] = i
+	}
+	id := e.completes(t, "fan", map[string]any{"items": items})
+	sp, err := e.store.Spend(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	for _, ns := range sp.Nodes {
+		calls += ns.Calls
+	}
+	// $0.02 a call.
+	if a.Count() != 60 || calls != 60 || len(sp.Nodes) != 60 || math.Abs(sp.USD-1.2) > 1e-9 || len(sp.Reserved) != 0 {
+		t.Errorf("%d calls made, %d recorded over %d items, $%.4f spent, %d reserved: want 60, 60, 60, $1.20, 0",
+			a.Count(), calls, len(sp.Nodes), sp.USD, len(sp.Reserved))
+	}
+	if strings.Contains(e.logs.String(), "cannot record the call's cost") {
+		t.Errorf("a call's cost was not recorded:\n%s", e.logs.String())
+	}
+}
