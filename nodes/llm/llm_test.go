@@ -481,3 +481,27 @@ nodes:
 		t.Errorf("a call's cost was not recorded:\n%s", e.logs.String())
 	}
 }
+
+// TestTokensPerMinuteSettlesToUsage: the primary allows 100 tokens a minute. The first call
+// reserves max_tokens 50 plus its prompt estimate (~10), and its reply says it used 90: the
+// limit is settled to the 90, so the second call would wait ~30 s for its 60, past max_wait
+// (20 s), and goes to the secondary. (Left at the estimate, it would wait ~12 s, within
+// max_wait, on the primary.)
+func TestTokensPerMinuteSettlesToUsage(t *testing.T) {
+	t.Parallel()
+	a := stub(t, func(*llmstub.Request) llmstub.Reply { return llmstub.Reply{PromptTokens: 80, CompletionTokens: 10} })
+	b := stub(t, nil)
+	e := newEnv(t, one("      max_wait: 20s\n"), providersYAML(t,
+		provider("a", a, "m-a", "    rate: {tokens_per_minute: 100}\n"), provider("b", b, "m-b", "")), envOpts{})
+	first := e.output(t, e.completes(t, "ask", map[string]string{"q": "hi"}), "ask")
+	second := e.output(t, e.completes(t, "ask", map[string]string{"q": "hi"}), "ask")
+	if first.Provider != "a" || second.Provider != "b" {
+		t.Fatalf("answered by %s then %s, want a then b", first.Provider, second.Provider)
+	}
+	if len(second.Fallbacks) != 1 || !strings.Contains(second.Fallbacks[0].Reason, "tokens_per_minute is used up") {
+		t.Errorf("fallbacks %+v: want a passed over for its token limit", second.Fallbacks)
+	}
+	if a.Count() != 1 {
+		t.Errorf("%d calls to a, want 1", a.Count())
+	}
+}
