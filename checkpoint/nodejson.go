@@ -104,6 +104,7 @@ func (n *Node) appendJSON(b []byte) ([]byte, bool) {
 		}
 	}
 	str("child", n.Child, false)
+	str("signal", n.Signal, false)
 	b = append(b, '}')
 	return b, ok
 }

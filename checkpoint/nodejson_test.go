@@ -111,3 +111,41 @@ func TestNodeJSONCoversEveryField(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeJSONWritesEveryField: every field of Node set, the fast path writes what
+// encoding/json writes. A field added to Node but not to appendJSON fails here (the wait
+// node's signal was dropped so, silently, before this test).
+func TestNodeJSONWritesEveryField(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	var n Node
+	v := reflect.ValueOf(&n).Elem()
+	for i := range v.NumField() {
+		f := v.Field(i)
+		switch f.Interface().(type) {
+		case string:
+			f.SetString("x" + strconv.Itoa(i))
+		case int:
+			f.SetInt(int64(i + 1))
+		case uint64:
+			f.SetUint(uint64(i + 1))
+		case bool:
+			f.SetBool(true)
+		case time.Time:
+			f.Set(reflect.ValueOf(at))
+		case json.RawMessage:
+			f.Set(reflect.ValueOf(json.RawMessage(strconv.Itoa(i))))
+		case *Items:
+			f.Set(reflect.ValueOf(&Items{List: json.RawMessage(`"ref"`), Count: 3, Done: 1}))
+		default:
+			t.Fatalf("field %s of type %s: teach this test to set it", v.Type().Field(i).Name, f.Type())
+		}
+	}
+	fast, ok := n.appendJSON(nil)
+	if !ok {
+		t.Fatalf("%+v did not take the fast path", n)
+	}
+	std, err := json.Marshal(&n)
+	if err != nil || !bytes.Equal(fast, std) {
+		t.Fatalf("fast %s\n std %s (%v)", fast, std, err)
+	}
+}

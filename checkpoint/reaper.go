@@ -382,7 +382,7 @@ func (r *Reaper) purgeRun(ctx context.Context, id string, cancelled bool, opts [
 		}
 	}
 	keys, err := r.keysOf(ctx, workflow.RunKey(id), workflow.NodeKey(id, "*"), workflow.JoinKey(id, "*"),
-		workflow.SinksKey(id), workflow.ProgressKey(id, ">"), workflow.CancelKey(id), workflow.SpendKey(id), "item."+id+".>")
+		workflow.SinksKey(id), workflow.ProgressKey(id, ">"), workflow.CancelKey(id), workflow.SpendKey(id), workflow.SignalKey(id, "*"), "item."+id+".>")
 	if err != nil {
 		return fmt.Errorf("list keys of run %s: %w", id, err)
 	}

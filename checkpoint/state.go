@@ -72,6 +72,8 @@ type Node struct {
 	Items *Items `json:"items,omitempty"`
 	// Child is the run a subflow node started.
 	Child string `json:"child,omitempty"`
+	// Signal is the signal a waiting wait node waits for.
+	Signal string `json:"signal,omitempty"`
 }
 
 // Final reports whether the node reached a state no delivery changes.

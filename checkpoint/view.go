@@ -62,6 +62,8 @@ type NodeView struct {
 	Items *ItemCounts `json:"items,omitempty"`
 	// Child is the run a subflow node started.
 	Child string `json:"child,omitempty"`
+	// Signal is the signal a waiting wait node waits for.
+	Signal string `json:"signal,omitempty"`
 	// Usage and CostUSD sum an llm node's calls (its items' for a for_each node).
 	Usage   *Usage   `json:"usage,omitempty"`
 	CostUSD *float64 `json:"cost_usd,omitempty"`
@@ -175,9 +177,9 @@ func (s *Store) Describe(ctx context.Context, id string) (*RunView, error) {
 			if it := st.Items; it != nil {
 				nv.Items = &ItemCounts{Count: it.Count, Done: it.Done, Dead: it.Dead}
 			}
-			nv.Child = st.Child
+			nv.Child, nv.Signal = st.Child, st.Signal
 			nv.Output = s.loadForView(ctx, id, st.Output)
-			if st.Status == StatusRetrying {
+			if st.Status == StatusRetrying || st.Status == StatusWaiting && st.Signal != "" {
 				nv.NotBefore = timePtr(st.NotBefore)
 			}
 		}

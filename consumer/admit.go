@@ -220,6 +220,13 @@ func (s *stepRun) cancelledRun(ctx context.Context) (bool, error) {
 // what the state says is pending (deduplicated) and acks.
 func (s *stepRun) stale(ctx context.Context) error {
 	st := s.cur.st
+	if st != nil && st.Status == checkpoint.StatusWaiting && st.Signal != "" {
+		// A wait node's first step again (its worker died after marking it waiting): its
+		// timeout may never have been scheduled.
+		if err := s.scheduleWaitTimeout(ctx, st); err != nil {
+			return err
+		}
+	}
 	if st != nil && st.Status == checkpoint.StatusRetrying {
 		env := *s.env
 		env.Dispatch = st.Dispatch

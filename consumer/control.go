@@ -101,6 +101,9 @@ func (s *stepRun) resume(ctx context.Context) error {
 		}
 		return s.msg.Ack()
 	}
+	if s.node.Type == workflow.WaitType {
+		return s.waitWake(ctx)
+	}
 	return s.subflowWake(ctx)
 }
 
@@ -112,7 +115,7 @@ func (s *stepRun) control(ctx context.Context) (handled bool, err error) {
 	if s.env.IsItem() {
 		return false, s.loadItem(ctx)
 	}
-	if n.If == "" && n.ForEach == "" && n.Type != workflow.SubflowType {
+	if n.If == "" && n.ForEach == "" && n.Type != workflow.SubflowType && n.Type != workflow.WaitType {
 		return false, nil
 	}
 	vars, err := s.vars(ctx)
@@ -137,6 +140,8 @@ func (s *stepRun) control(ctx context.Context) (handled bool, err error) {
 		return true, s.startMap(ctx, vars)
 	case n.Type == workflow.SubflowType:
 		return true, s.startSubflow(ctx)
+	case n.Type == workflow.WaitType:
+		return true, s.startWait(ctx)
 	}
 	return false, nil
 }

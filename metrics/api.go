@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -236,6 +238,44 @@ func (s *Server) apiCancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, CancelResponse{ID: id, Cancelled: did, Status: checkpoint.EndCancelled})
+}
+
+// SignalResponse answers POST /api/runs/{id}/signal/{name}.
+type SignalResponse struct {
+	ID     string `json:"id"`
+	Signal string `json:"signal"`
+	Sent   bool   `json:"sent"`
+}
+
+// apiSignal sends a signal; the body, when any, is its data (JSON). A refused signal (sent
+// already, timed out, ended run, no node waits for it) is 409, an unknown run 404.
+func (s *Server) apiSignal(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, checkpoint.DefaultMaxPayload+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	var data json.RawMessage
+	if len(bytes.TrimSpace(body)) > 0 {
+		if data, err = producer.CheckInput(body, checkpoint.DefaultMaxPayload); err != nil {
+			writeError(w, http.StatusBadRequest, "data: "+err.Error())
+			return
+		}
+	}
+	ctx, cancel := apiCtx(r)
+	defer cancel()
+	id, name := r.PathValue("id"), r.PathValue("name")
+	err = consumer.SendSignal(ctx, s.js, s.store, s.cfg.Names, id, name, data)
+	switch {
+	case errors.Is(err, consumer.ErrAlreadySignalled), errors.Is(err, consumer.ErrSignalTimedOut),
+		errors.Is(err, consumer.ErrRunEnded), errors.Is(err, consumer.ErrUnknownSignal):
+		writeError(w, http.StatusConflict, err.Error())
+		return
+	case err != nil:
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, SignalResponse{ID: id, Signal: name, Sent: true})
 }
 
 // dlqFilter reads workflow, node, run, reason and limit from a query.

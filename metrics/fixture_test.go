@@ -80,7 +80,10 @@ func setup(t *testing.T) *fixture {
 	perm.Node("q", typeOK, "p")
 	hang := workflow.New("hang")
 	hang.Node("h", typeBlock)
-	for _, w := range []*workflow.Workflow{ok, flaky, perm, hang} {
+	gate := workflow.New("gate")
+	gate.Node("g", workflow.WaitType).With = map[string]any{"signal": "approve"}
+	gate.Node("after", typeOK, "g")
+	for _, w := range []*workflow.Workflow{ok, flaky, perm, hang, gate} {
 		if err := w.Validate(workflow.ValidateOptions{}); err != nil {
 			t.Fatal(err)
 		}
@@ -122,6 +125,9 @@ func (f *fixture) worker() *consumer.Worker {
 		// The DLQ header keeps errors on one line: the secret is past the 200 characters shown.
 		return nil, consumer.Permanent(errors.New("401 unauthorized: the key was revoked\nresponse body: {\"pad\": \"" +
 			strings.Repeat("x", 200) + "\", \"secret\": \"s3cr3t\"}"))
+	})
+	w.Handle(workflow.WaitType, func(context.Context, *consumer.Step) (any, error) {
+		return nil, consumer.Permanent(errors.New("a wait node runs no handler"))
 	})
 	w.Handle(typeBlock, func(ctx context.Context, _ *consumer.Step) (any, error) {
 		<-ctx.Done()

@@ -177,6 +177,7 @@ func (s *Server) routes() *http.ServeMux {
 	m.HandleFunc("GET /api/runs", s.apiRuns)
 	m.HandleFunc("GET /api/runs/{id}", s.apiRun)
 	m.HandleFunc("POST /api/runs/{id}/cancel", s.mutation(s.apiCancel))
+	m.HandleFunc("POST /api/runs/{id}/signal/{name}", s.mutation(s.apiSignal))
 	m.HandleFunc("GET /api/dlq", s.apiDLQ)
 	m.HandleFunc("GET /api/dlq/{id}", s.apiDLQEntry)
 	m.HandleFunc("POST /api/dlq/replay", s.mutation(s.apiReplay))

@@ -31,6 +31,13 @@ func Register(w *consumer.Worker) {
 	w.Handle("sleep", Sleep)
 	w.Handle("noop", Noop)
 	w.Handle(workflow.SubflowType, subflow)
+	w.Handle(workflow.WaitType, wait)
+}
+
+// wait is the handler of the wait type, which the engine runs itself (it parks the node
+// until its signal or its timeout); a step that reaches it is a bug, and fails permanently.
+func wait(context.Context, *consumer.Step) (any, error) {
+	return nil, consumer.Permanent(errors.New("a wait node runs no handler: the worker parks it until its signal"))
 }
 
 // subflow is the handler of the workflow type, which the engine runs itself (it starts the

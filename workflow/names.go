@@ -165,6 +165,10 @@ func SinksKey(runID string) string { return "sinks." + runID }
 // ProgressKey is the key of the in-step progress a handler saved.
 func ProgressKey(runID, node string) string { return "progress." + runID + "." + node }
 
+// SignalKey is the key of the signal name sent to a run: its data, or the mark of a wait
+// that timed out first.
+func SignalKey(runID, name string) string { return "signal." + runID + "." + name }
+
 // SpendKey is the key of a run's model spend: what its llm calls cost, by node and provider,
 // and what calls are in flight against its budget.
 func SpendKey(runID string) string { return "spend." + runID }

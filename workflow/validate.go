@@ -109,6 +109,8 @@ var builtinWith = map[string][]string{
 	"llm":   {"model", "messages", "max_tokens", "temperature", "json", "cache", "providers", "max_wait", "provider_attempts"},
 	// SubflowType runs another workflow as a child run (DESIGN.md "Control flow").
 	SubflowType: {"workflow", "input"},
+	// WaitType waits for a signal sent with `jetflow runs signal`.
+	WaitType: {"signal", "timeout", "on_timeout"},
 }
 
 // IsBuiltin reports whether typ is one of jetflow's built-in node types.
@@ -256,6 +258,8 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			}
 		case "llm":
 			validateLLM(n, at, add)
+		case WaitType:
+			validateWait(n, at, add)
 		case SubflowType:
 			switch name := n.With["workflow"].(type) {
 			case nil:
@@ -712,4 +716,40 @@ func (w *Workflow) Warnings() []string {
 		}
 	}
 	return out
+}
+
+// validateWait checks a wait node's settings.
+func validateWait(n *Node, at string, add func(string, string, ...any)) {
+	switch sig := n.With["signal"].(type) {
+	case nil:
+		add(at+".with", "wait node %q needs with.signal: the name `jetflow runs signal` sends", n.Name)
+	case string:
+		if !ValidName(sig) {
+			add(at+".with.signal", "wait node %q: signal %q: use letters, digits, '_' and '-' only", n.Name, sig)
+		}
+	default:
+		add(at+".with.signal", "wait node %q: with.signal must be a name", n.Name)
+	}
+	if v, ok := n.With["timeout"]; ok {
+		s, _ := v.(string)
+		if d, err := time.ParseDuration(s); err != nil || d <= 0 || d > MaxWaitTimeout {
+			add(at+".with.timeout", "wait node %q: timeout %v: use a duration from 1s to 8760h (365 days), such as \"48h\"", n.Name, v)
+		}
+	}
+	if v, ok := n.With["on_timeout"]; ok && v != "fail" && v != "skip" {
+		add(at+".with.on_timeout", "wait node %q: on_timeout %v: use fail or skip", n.Name, v)
+	}
+}
+
+// WaitSettings are a wait node's settings with the defaults applied (after Validate).
+func (n *Node) WaitSettings() (signal string, timeout time.Duration, skip bool) {
+	signal, _ = n.With["signal"].(string)
+	timeout = DefaultWaitTimeout
+	if s, ok := n.With["timeout"].(string); ok {
+		if d, err := time.ParseDuration(s); err == nil && d > 0 {
+			timeout = d
+		}
+	}
+	skip = n.With["on_timeout"] == "skip"
+	return signal, timeout, skip
 }

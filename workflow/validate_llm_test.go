@@ -3,6 +3,7 @@ package workflow
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateLLM(t *testing.T) {
@@ -46,5 +47,35 @@ func TestValidateLLM(t *testing.T) {
 	w, _ = Parse("w.yaml", []byte(node(`{model: fast, cache: true, temperature: 0, messages: [{role: user, content: hi}]}`)), ValidateOptions{})
 	if ws := w.Warnings(); len(ws) != 0 {
 		t.Errorf("warnings %q for temperature 0: want none", ws)
+	}
+}
+
+func TestValidateWait(t *testing.T) {
+	t.Parallel()
+	node := func(with string) string {
+		return "name: w\nnodes:\n  - name: approve\n    type: wait\n    with: " + with + "\n"
+	}
+	w, err := Parse("w.yaml", []byte(node(`{signal: approve, timeout: 48h, on_timeout: skip}`)), ValidateOptions{})
+	if err != nil {
+		t.Fatalf("a wait node: %v", err)
+	}
+	if sig, d, skip := w.Nodes[0].WaitSettings(); sig != "approve" || d != 48*time.Hour || !skip {
+		t.Errorf("WaitSettings = %s, %s, %v", sig, d, skip)
+	}
+	w, _ = Parse("w.yaml", []byte(node(`{signal: approve}`)), ValidateOptions{})
+	if _, d, skip := w.Nodes[0].WaitSettings(); d != DefaultWaitTimeout || skip {
+		t.Errorf("defaults: %s, %v; want 24h and fail", d, skip)
+	}
+	for _, tc := range []struct{ with, want string }{
+		{`{timeout: 1h}`, "needs with.signal"},
+		{`{signal: "a.b"}`, `signal "a.b"`},
+		{`{signal: ok, timeout: soon}`, "timeout soon"},
+		{`{signal: ok, timeout: 9000h}`, "timeout 9000h"},
+		{`{signal: ok, on_timeout: retry}`, "on_timeout retry: use fail or skip"},
+		{`{signal: ok, data: x}`, `unknown setting "data"`},
+	} {
+		if _, err := Parse("w.yaml", []byte(node(tc.with)), ValidateOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("with %s: got %v, want an error holding %q", tc.with, err, tc.want)
+		}
 	}
 }

@@ -97,6 +97,12 @@ const (
 	MaxSubflowDepth = 10
 	// SubflowType is the node type of a subflow: it starts a run of another workflow.
 	SubflowType = "workflow"
+	// WaitType is the node type that waits for a signal (DESIGN.md "Waiting").
+	WaitType = "wait"
+	// DefaultWaitTimeout is a wait node's timeout when it sets none.
+	DefaultWaitTimeout = 24 * time.Hour
+	// MaxWaitTimeout is the longest timeout a wait node may set.
+	MaxWaitTimeout = 365 * 24 * time.Hour
 )
 
 // MaxParallelOrDefault returns the node's max_parallel with the default applied.

@@ -15,6 +15,7 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
 	"github.com/jetflow-dev/jetflow/metrics"
+	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
 
@@ -79,7 +80,7 @@ func (a *app) runsCmd() *cobra.Command {
 		},
 	}
 	get.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
-	cmd.AddCommand(a.runsLsCmd(), get, a.runsWatchCmd(), a.runsCancelCmd())
+	cmd.AddCommand(a.runsLsCmd(), get, a.runsWatchCmd(), a.runsCancelCmd(), a.runsSignalCmd())
 	return cmd
 }
 
@@ -262,6 +263,9 @@ func nodeChange(st *checkpoint.Node) string {
 	case checkpoint.StatusSkipped:
 		return "skipped"
 	case checkpoint.StatusWaiting:
+		if st.Signal != "" {
+			return "waiting for signal " + st.Signal + " (times out at " + st.NotBefore.Local().Format("2006-01-02 15:04:05") + ")"
+		}
 		return "waiting for subflow " + st.Child
 	case checkpoint.StatusPending:
 		return "pending"
@@ -322,6 +326,54 @@ func (a *app) runsCancelCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&reason, "reason", "", "why, recorded as the run's end reason (default \""+checkpoint.DefaultCancelReason+"\")")
+	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) runsSignalCmd() *cobra.Command {
+	var data string
+	cmd := &cobra.Command{
+		Use:   "signal ID NAME",
+		Short: "Send signal NAME to a run: the wait node waiting for it (now or later) is done with --data as its output",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, name := args[0], args[1]
+			var raw json.RawMessage
+			if data != "" {
+				b, err := a.readArg("--data", data)
+				if err != nil {
+					return err
+				}
+				if raw, err = producer.CheckInput(b, checkpoint.DefaultMaxPayload); err != nil {
+					return usageErr(fmt.Errorf("--data: %w", err))
+				}
+			}
+			if !workflow.ValidName(name) {
+				return usageErr(fmt.Errorf("signal name %q: use letters, digits, '_' and '-' only", workflow.OneLine(name, 80)))
+			}
+			c, err := a.connect(cmd.Context(), "runs signal", false, true)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			err = consumer.SendSignal(cmd.Context(), c.js, c.store, c.names, id, name, raw)
+			switch {
+			case errors.Is(err, checkpoint.ErrNotFound):
+				return noRun(id)
+			case errors.Is(err, consumer.ErrAlreadySignalled), errors.Is(err, consumer.ErrSignalTimedOut),
+				errors.Is(err, consumer.ErrRunEnded), errors.Is(err, consumer.ErrUnknownSignal):
+				return failedErr(fmt.Errorf("signal %s to run %s refused: %w", name, id, err))
+			case err != nil:
+				return failedErr(err)
+			}
+			if a.jsonOut {
+				return a.printJSON(map[string]any{"id": id, "signal": name, "sent": true})
+			}
+			fmt.Fprintf(a.stdout, "signal %s sent to run %s\n", name, id)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the signal's data, the wait node's output: JSON, @file or @- (default null)")
 	cmd.Flags().BoolVar(&a.jsonOut, "json", false, "print JSON")
 	return cmd
 }

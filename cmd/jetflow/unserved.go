@@ -60,6 +60,8 @@ func nodeStatus(n *checkpoint.NodeView) string {
 		return s + ")"
 	case n.Child != "":
 		return n.Status + " (child " + n.Child + ")"
+	case n.Signal != "":
+		return n.Status + " (signal " + n.Signal + ")"
 	}
 	return n.Status
 }
