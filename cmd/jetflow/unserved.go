@@ -60,7 +60,7 @@ func nodeStatus(n *checkpoint.NodeView) string {
 		return s + ")"
 	case n.Child != "":
 		return n.Status + " (child " + n.Child + ")"
-	case n.Signal != "":
+	case n.Signal != "" && n.Status == checkpoint.StatusWaiting:
 		return n.Status + " (signal " + n.Signal + ")"
 	}
 	return n.Status
