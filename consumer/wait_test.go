@@ -210,8 +210,9 @@ func TestWaitSignalRacesTimeout(t *testing.T) {
 	t.Logf("%d signalled, %d timed out", signalled, timedOut)
 }
 
-// Waiting nodes hold no worker slot: with many runs parked in wait nodes, a worker with two
-// slots still runs other work at once.
+// Waiting nodes hold no worker slot: with 10,000 runs parked in wait nodes (500 with
+// -short), a worker with two slots still runs other work at once, and no wait step holds an
+// ack-pending slot.
 func TestWaitHoldsNoSlot(t *testing.T) {
 	t.Parallel()
 	f := setup(t, "work", workflow.WaitType)
@@ -221,15 +222,27 @@ func TestWaitHoldsNoSlot(t *testing.T) {
 	f.apply(other)
 	var runs counter
 	f.worker(Config{Concurrency: 2}, waitWorker(&runs, nil))
-	const parked = 500
+	parked := 10_000
+	if testing.Short() {
+		parked = 500
+	}
 	var ids []string
 	for range parked {
 		ids = append(ids, f.start("park", `{}`))
 	}
-	natstest.Eventually(t, 2*time.Minute, func() bool {
+	natstest.Eventually(t, 5*time.Minute, func() bool {
 		st := f.node(ids[len(ids)-1], "approve")
 		return st != nil && st.Status == checkpoint.StatusWaiting
 	}, "the parked runs never reached their wait node")
+	waiting := 0
+	for _, id := range ids {
+		if st := f.node(id, "approve"); st != nil && st.Status == checkpoint.StatusWaiting {
+			waiting++
+		}
+	}
+	if waiting < parked*99/100 {
+		t.Fatalf("%d of %d runs waiting, want (nearly) all before the other work starts", waiting, parked)
+	}
 	for range 5 {
 		if end := f.waitEnd(f.start("other", `{}`), 30*time.Second); end.Status != checkpoint.EndCompleted {
 			t.Fatalf("other work ended %s beside %d waiting runs", end.Status, parked)
