@@ -23,8 +23,12 @@ func TestAPISignal(t *testing.T) {
 		return err == nil && st != nil && st.Status == checkpoint.StatusWaiting
 	}, "g never waited")
 	_, base := f.server(metrics.ServerConfig{AdminToken: "tok"})
-	if _, body := get(t, base+"/runs/"+id); !strings.Contains(body, "waiting for signal <b>approve</b>") {
+	_, body := get(t, base+"/runs/"+id)
+	if !strings.Contains(body, "waiting for signal <b>approve</b>") {
 		t.Errorf("the run page does not show the node waiting for its signal")
+	}
+	if !strings.Contains(body, `data-post="/api/runs/`+id+`/signal/approve"`) || !strings.Contains(body, `data-body-from="#signal-data-g"`) {
+		t.Errorf("the run page has no form to send the signal")
 	}
 	admin := map[string]string{"Authorization": "Bearer tok"}
 	url := base + "/api/runs/" + id + "/signal/approve"

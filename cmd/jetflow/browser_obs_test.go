@@ -337,9 +337,32 @@ func TestBrowserDashboard(t *testing.T) {
 	}
 	b.waitFor(5*time.Second, `document.querySelector('svg.dag g.gnode.s-dead') === null`, "the graph still shows a dead node")
 
+	// A run waiting for its approve signal: the run page shows the node waiting, with a form;
+	// the data typed into it, sent and confirmed, completes the run with it.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r := runCLI(t, ctx, "", "start", "approval", "--input", `{"topic": "the browser test"}`, "--nats", dev.nats)
+	waiting := strings.TrimSpace(r.stdout)
+	if r.code != 0 || waiting == "" {
+		t.Fatalf("start approval: %s", r)
+	}
+	b.do("open the waiting run", chromedp.Navigate(dev.dashboard+"/runs/"+waiting))
+	b.waitFor(30*time.Second, `(document.querySelector('#node-approve .pill')?.textContent ?? '') === 'waiting'`,
+		"the approval run's page never showed approve waiting")
+	if got := b.text("#node-approve td:nth-child(3)"); !strings.Contains(got, "waiting for signal approve") {
+		t.Errorf("node approve shows %q, want it waiting for signal approve", got)
+	}
+	b.do("type the signal's data", chromedp.SendKeys(chromedp.ID("signal-data-approve"), `{"by": "the browser"}`))
+	b.screenshot("dashboard-signal.png")
+	b.do("click Send approve", chromedp.Click(chromedp.CSS(`#node-approve button[data-post$="/signal/approve"]`)))
+	b.waitFor(10*time.Second, `document.getElementById('flash').textContent.includes('Signal sent')`,
+		"Send approve did not say it sent the signal")
+	b.waitFor(60*time.Second, `document.getElementById('run-status')?.textContent === 'completed'`,
+		"the approval run never completed after its signal")
+
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if len(b.dialogs) != 2 || !strings.HasPrefix(b.dialogs[1], "Replay node call") {
-		t.Errorf("confirm dialogs %q, want two asking to replay node call", b.dialogs)
+	if len(b.dialogs) != 3 || !strings.HasPrefix(b.dialogs[1], "Replay node call") || !strings.HasPrefix(b.dialogs[2], "Send signal approve") {
+		t.Errorf("confirm dialogs %q, want two for the replay and one for the signal", b.dialogs)
 	}
 }

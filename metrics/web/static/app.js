@@ -38,6 +38,11 @@
   var busy = false;
   function refresh() {
     if (!content || busy || document.hidden) return;
+    // Never replace the page under a form someone is filling in (a signal's data).
+    var typing = Array.prototype.some.call(content.querySelectorAll('textarea'), function (t) {
+      return t === document.activeElement || t.value !== '';
+    });
+    if (typing) return;
     busy = true;
     var u = new URL(location.href);
     u.searchParams.set('partial', '1');
@@ -59,10 +64,15 @@
       method: 'POST',
       credentials: 'same-origin',
       headers: { Authorization: 'Bearer ' + token(), 'Content-Type': 'application/json' },
-      body: b.dataset.body || '{}'
+      body: b.dataset.bodyFrom ? (document.querySelector(b.dataset.bodyFrom).value.trim() || 'null') : (b.dataset.body || '{}')
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (j) {
         if (r.ok) {
+          if (b.dataset.bodyFrom) {
+            var field = document.querySelector(b.dataset.bodyFrom);
+            field.value = '';
+            field.blur(); // the page may update itself again
+          }
           var msg = b.dataset.done || 'Done.';
           if (j.failed) msg += ' ' + j.failed + ' could not be replayed: ' + j.results.filter(function (x) { return x.error; }).map(function (x) { return x.error; }).join('; ');
           flash(msg, !j.failed);
