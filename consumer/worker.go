@@ -392,6 +392,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			_ = checkpoint.NewReaper(w.js, w.store, w.cfg.Names, checkpoint.ReaperConfig{
 				Retention: w.cfg.Retention, Owner: w.cfg.ID, Logger: w.log}).Run(fetchCtx)
 		})
+		bg.Go(func() { w.runTriggers(fetchCtx) })
 		w.watchCancels(fetchCtx)
 		bg.Wait()
 	}()

@@ -40,6 +40,9 @@ type Failure struct {
 	Subject string
 	// At is when it failed (default now).
 	At time.Time
+	// MsgID, when set, replaces dlq.<StreamSeq> as the publish's Nats-Msg-Id (a trigger's
+	// message has its sequence in another stream).
+	MsgID string
 	// Item is the for_each item's index, kept in the Jetflow-Item header; nil for a node.
 	Item *int
 }
@@ -57,6 +60,9 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	}
 	msg := &nats.Msg{Subject: subject, Header: nats.Header{}, Data: body}
 	msg.Header.Set(workflow.HeaderMsgID, "dlq."+strconv.FormatUint(f.StreamSeq, 10))
+	if f.MsgID != "" {
+		msg.Header.Set(workflow.HeaderMsgID, f.MsgID)
+	}
 	if f.RunID != "" {
 		msg.Header.Set(workflow.HeaderRun, f.RunID)
 	}

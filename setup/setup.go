@@ -435,3 +435,51 @@ func ApplyConcurrency(ctx context.Context, js jetstream.JetStream, n workflow.Na
 	}
 	return out, nil
 }
+
+// TriggerAckWait is the ack wait of a trigger's consumer: a start takes a publish or two.
+const TriggerAckWait = 30 * time.Second
+
+// ApplyTrigger makes the trigger consumers match w: it creates the consumer of w.On on its
+// stream (delivering the messages that arrive from now on) and removes the one of prev (the
+// definition w replaces, nil when none) when w has no trigger or names another stream or
+// filter. It says what it did.
+func ApplyTrigger(ctx context.Context, js jetstream.JetStream, n workflow.Names, prev, w *workflow.Workflow) ([]string, error) {
+	var out []string
+	name := n.TriggerConsumer(w.Name)
+	if prev != nil && prev.On != nil && (w.On == nil || *w.On != *prev.On) {
+		err := js.DeleteConsumer(ctx, prev.On.Stream, name)
+		switch {
+		case err == nil:
+			out = append(out, fmt.Sprintf("trigger on stream %s removed (consumer %s)", prev.On.Stream, name))
+		case !errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound):
+			return out, fmt.Errorf("remove trigger consumer %s on stream %s: %w", name, prev.On.Stream, err)
+		}
+	}
+	if w.On == nil {
+		return out, nil
+	}
+	if _, err := js.Stream(ctx, w.On.Stream); err != nil {
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return out, fmt.Errorf("on.stream %s: no such stream: create it first (the trigger reads an existing stream)", w.On.Stream)
+		}
+		return out, fmt.Errorf("on.stream %s: %w", w.On.Stream, err)
+	}
+	if _, err := js.Consumer(ctx, w.On.Stream, name); err == nil {
+		return out, nil
+	} else if !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return out, fmt.Errorf("trigger consumer %s: %w", name, err)
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable: name, Description: "jetflow: starts a run of " + w.Name + " per message",
+		DeliverPolicy: jetstream.DeliverNewPolicy, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: TriggerAckWait, MaxDeliver: -1, FilterSubject: w.On.Subject, MaxAckPending: 1000,
+	}
+	if _, err := js.CreateConsumer(ctx, w.On.Stream, cfg); err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+		return out, fmt.Errorf("create trigger consumer %s on stream %s: %w", name, w.On.Stream, err)
+	}
+	what := "every message"
+	if w.On.Subject != "" {
+		what = "each message on " + w.On.Subject
+	}
+	return append(out, fmt.Sprintf("trigger: %s of stream %s starts a run (consumer %s)", what, w.On.Stream, name)), nil
+}

@@ -130,6 +130,10 @@ func (n Names) AdvisorySubject() string {
 // SweeperConsumer is the durable consumer of AdvisoryStream.
 func (n Names) SweeperConsumer() string { return n.prefix + "-sweeper" }
 
+// TriggerConsumer is the durable consumer, on the trigger's own stream, that starts the
+// runs of workflow wf.
+func (n Names) TriggerConsumer(wf string) string { return n.prefix + "-trigger-" + wf }
+
 // RunsBucket is the KV bucket of run records, node states, joins and ends.
 func (n Names) RunsBucket() string { return n.prefix + "_runs" }
 

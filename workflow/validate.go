@@ -148,6 +148,16 @@ func (w *Workflow) Validate(opts ValidateOptions) error {
 	if len(w.Nodes) == 0 {
 		add("$.nodes", "the workflow has no nodes")
 	}
+	if on := w.On; on != nil {
+		switch {
+		case !validStreamName(on.Stream):
+			add("$.on.stream", "on.stream %q: name an existing JetStream stream (no spaces, dots, '*' or '>')", on.Stream)
+		case on.Subject != "" && !validSubjectFilter(on.Subject):
+			add("$.on.subject", "on.subject %q: a subject filter such as orders.> (tokens separated by dots, '*' and '>' as wildcards)", on.Subject)
+		case len(w.Name) > MaxTriggeredName:
+			add("$.name", "a workflow with a trigger has run IDs <name>-<stream seq>: keep its name to %d characters", MaxTriggeredName)
+		}
+	}
 	if b := w.Budget; b != nil && !(b.USD > 0 && b.USD < 1e9) { // NaN fails too
 		add("$.budget.usd", "budget.usd %v: give a positive amount in USD, such as 5", b.USD)
 	}
@@ -752,4 +762,26 @@ func (n *Node) WaitSettings() (signal string, timeout time.Duration, skip bool) 
 	}
 	skip = n.With["on_timeout"] == "skip"
 	return signal, timeout, skip
+}
+
+// validStreamName reports whether s may name a JetStream stream.
+func validStreamName(s string) bool {
+	return s != "" && len(s) <= 255 && !strings.ContainsAny(s, " \t\r\n.*>/\\")
+}
+
+// validSubjectFilter reports whether s is a subject filter: dot-separated tokens, '*' a
+// whole token, '>' only the last.
+func validSubjectFilter(s string) bool {
+	toks := strings.Split(s, ".")
+	for i, t := range toks {
+		switch {
+		case t == "" || strings.ContainsAny(t, " \t\r\n"):
+			return false
+		case t == ">" && i != len(toks)-1:
+			return false
+		case t != "*" && t != ">" && strings.ContainsAny(t, "*>"):
+			return false
+		}
+	}
+	return true
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"time"
 )
 
@@ -39,6 +40,8 @@ type Workflow struct {
 	Nodes []*Node `json:"nodes"`
 	// Budget caps what one run's model calls (llm nodes) may cost, cluster-wide.
 	Budget *Budget `json:"budget,omitempty"`
+	// On starts a run for each message of a stream (DESIGN.md "Triggers").
+	On *Trigger `json:"on,omitempty"`
 
 	index    map[string]int
 	children map[string][]string
@@ -128,6 +131,25 @@ type Breaker struct {
 	// HalfOpenRequests is how many probe calls are let through cluster-wide (default 1).
 	HalfOpenRequests int `json:"half_open_requests,omitempty"`
 }
+
+// Trigger names the stream whose messages start runs of a workflow: one run per message,
+// the body its input, run ID <workflow>-<stream seq>.
+type Trigger struct {
+	// Stream is an existing JetStream stream.
+	Stream string `json:"stream"`
+	// Subject, when set, filters the stream's subjects.
+	Subject string `json:"subject,omitempty"`
+}
+
+// MaxTriggeredName is the longest name of a workflow with a trigger: its run IDs append
+// "-<stream seq>" (up to 20 digits) within the 64 characters a run ID may have.
+const MaxTriggeredName = 43
+
+// TriggerRunID is the run a trigger starts for the message at seq of its stream.
+func TriggerRunID(wf string, seq uint64) string { return wf + "-" + strconv.FormatUint(seq, 10) }
+
+// TriggerNode is the node name of a trigger's DLQ entries (subject <prefix>.dlq.<workflow>._trigger).
+const TriggerNode = "_trigger"
 
 // Budget caps a run's model spend.
 type Budget struct {

@@ -308,7 +308,18 @@ func (a *app) warnDefinition(w *workflow.Workflow) {
 // consumers, saying on stderr what it changed there. A worker passes update false: it creates
 // missing consumers but changes none it finds (DESIGN.md), and says where a cap differs.
 func (a *app) applyWorkflow(ctx context.Context, c *conn, w *workflow.Workflow, update bool) (string, bool, error) {
+	var prev *workflow.Workflow // the definition this one replaces, for its trigger
+	if ref, err := c.store.WorkflowRef(ctx, w.Name); err == nil && ref != nil {
+		prev, _ = c.store.Definition(ctx, ref.Hash)
+	}
 	hash, changed, err := c.store.ApplyWorkflow(ctx, w)
+	if err != nil {
+		return "", false, failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
+	}
+	tlines, err := setup.ApplyTrigger(ctx, c.js, c.names, prev, w)
+	for _, l := range tlines {
+		fmt.Fprintf(a.stderr, "%s (workflow %s)\n", l, w.Name)
+	}
 	if err != nil {
 		return "", false, failedErr(fmt.Errorf("apply %s: %w", w.Name, err))
 	}

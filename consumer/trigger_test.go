@@ -1,0 +1,141 @@
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/dlq"
+	"github.com/jetflow-dev/jetflow/internal/natstest"
+	jsetup "github.com/jetflow-dev/jetflow/setup"
+	"github.com/jetflow-dev/jetflow/workflow"
+)
+
+// orders makes the user's stream ORDERS (orders.>) and applies workflow "intake" (one work
+// node) triggered by orders.new, with its consumer's ack wait cut to ackWait.
+func (f *fixture) orders(ackWait time.Duration) *workflow.Workflow {
+	f.t.Helper()
+	ctx := context.Background()
+	if _, err := f.js.CreateStream(ctx, jetstream.StreamConfig{Name: "ORDERS", Subjects: []string{"orders.>"}, Storage: jetstream.FileStorage}); err != nil {
+		f.t.Fatal(err)
+	}
+	wf := workflow.New("intake")
+	wf.Node("take", "work")
+	wf.On = &workflow.Trigger{Stream: "ORDERS", Subject: "orders.new"}
+	f.apply(wf)
+	if _, err := jsetup.ApplyTrigger(ctx, f.js, f.names, nil, wf); err != nil {
+		f.t.Fatal(err)
+	}
+	cons, err := f.js.Consumer(ctx, "ORDERS", f.names.TriggerConsumer("intake"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	cfg := cons.CachedInfo().Config
+	cfg.AckWait = ackWait
+	if _, err := f.js.UpdateConsumer(ctx, "ORDERS", cfg); err != nil {
+		f.t.Fatal(err)
+	}
+	return wf
+}
+
+func (f *fixture) publishOrder(subject, body string) uint64 {
+	f.t.Helper()
+	ack, err := f.js.Publish(context.Background(), subject, []byte(body))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// One run per message of the trigger's stream and filter, ID <workflow>-<seq>, its body the
+// input; a body that is not JSON is a DLQ entry and no run; a message on another subject
+// starts nothing; applying the workflow without `on` removes the consumer.
+func TestTriggerStartsOneRunPerMessage(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := f.orders(30 * time.Second)
+	var runs counter
+	f.worker(Config{}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+	var seqs []uint64
+	for i := range 3 {
+		seqs = append(seqs, f.publishOrder("orders.new", fmt.Sprintf(`{"order": %d}`, i)))
+	}
+	bad := f.publishOrder("orders.new", "not json {")
+	f.publishOrder("orders.cancelled", `{"order": 9}`)
+	for i, seq := range seqs {
+		id := workflow.TriggerRunID("intake", seq)
+		if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
+			t.Fatalf("run %s ended %s (%s)", id, end.Status, end.Reason)
+		}
+		rec, err := f.store.Run(context.Background(), id)
+		if err != nil || string(rec.Input) != fmt.Sprintf(`{"order":%d}`, i) {
+			t.Errorf("run %s input %s (%v), want the message body", id, rec.Input, err)
+		}
+	}
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		entries, err := dlq.List(context.Background(), f.js, f.names, dlq.Filter{Workflow: "intake"})
+		return err == nil && len(entries) == 1 && entries[0].Reason == "trigger: not JSON" && entries[0].Node == workflow.TriggerNode
+	}, "the body that is not JSON never reached the DLQ")
+	if _, err := f.store.Run(context.Background(), workflow.TriggerRunID("intake", bad)); !errors.Is(err, checkpoint.ErrNotFound) {
+		t.Errorf("the message that is not JSON started a run (%v)", err)
+	}
+	runsOf, err := f.store.ListRuns(context.Background(), checkpoint.RunFilter{Workflow: "intake"})
+	if err != nil || len(runsOf) != 3 {
+		t.Errorf("%d runs of intake (%v), want 3: the orders.cancelled message starts nothing", len(runsOf), err)
+	}
+	// Applying the workflow without `on` removes the consumer.
+	plain := workflow.New("intake")
+	plain.Node("take", "work")
+	f.apply(plain)
+	if _, err := jsetup.ApplyTrigger(context.Background(), f.js, f.names, wf, plain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.js.Consumer(context.Background(), "ORDERS", f.names.TriggerConsumer("intake")); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Errorf("the trigger consumer is still there after on was removed: %v", err)
+	}
+}
+
+// A worker that dies after starting a trigger's run, before acking the message, starts
+// nothing twice: the message comes back, and its run ID is the one already started.
+func TestTriggerCrashAfterStart(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	f.orders(2 * time.Second)
+	var runs counter
+	var died atomic.Bool
+	var nc1 *nats.Conn
+	_, nc1, _ = f.worker(Config{hook: func(p string) bool {
+		if p != pointTriggerStarted || !died.CompareAndSwap(false, true) {
+			return false
+		}
+		nc1.Close()
+		return true
+	}}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+	seq := f.publishOrder("orders.new", `{"order": 1}`)
+	natstest.Eventually(t, 30*time.Second, died.Load, "the worker never reached %s", pointTriggerStarted)
+	f.worker(Config{}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+	id := workflow.TriggerRunID("intake", seq)
+	if end := f.waitEnd(id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run %s ended %s (%s)", id, end.Status, end.Reason)
+	}
+	// The message is acked by the second worker (the consumer has nothing pending).
+	natstest.Eventually(t, 30*time.Second, func() bool {
+		cons, err := f.js.Consumer(context.Background(), "ORDERS", f.names.TriggerConsumer("intake"))
+		if err != nil {
+			return false
+		}
+		ci, err := cons.Info(context.Background())
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.Delivered.Consumer >= 2
+	}, "the redelivered message was never acked")
+	runsOf, err := f.store.ListRuns(context.Background(), checkpoint.RunFilter{Workflow: "intake"})
+	if err != nil || len(runsOf) != 1 || runs.get(id, "take") != 1 {
+		t.Errorf("%d runs (%v), take ran %d times: want one of each", len(runsOf), err, runs.get(id, "take"))
+	}
+}
