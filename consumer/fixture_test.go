@@ -17,7 +17,7 @@ import (
 
 // fixture is a server set up for jetflow, with a store and a producer.
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *natstest.Server
 	names workflow.Names
 	js    jetstream.JetStream
@@ -27,7 +27,7 @@ type fixture struct {
 
 const testAckWait = 2 * time.Second
 
-func setup(t *testing.T, extraTypes ...string) *fixture {
+func setup(t testing.TB, extraTypes ...string) *fixture {
 	t.Helper()
 	srv := natstest.Start(t)
 	names := srv.Setup(t, "jetflow", testAckWait, extraTypes...)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -95,17 +96,34 @@ func (w *Worker) triggerLoop(ctx context.Context, wf string, cons jetstream.Cons
 			}
 			continue
 		}
+		// The batch's starts go out together (each waits for its PubAck), at most
+		// triggerParallel at once.
+		var wg sync.WaitGroup
+		var dead atomic.Bool
+		sem := make(chan struct{}, triggerParallel)
 		for msg := range batch.Messages() {
-			if err := w.trigger(ctx, wf, msg, prod); err != nil {
-				if errors.Is(err, errDead) {
-					return
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				if err := w.trigger(ctx, wf, msg, prod); err != nil {
+					if errors.Is(err, errDead) {
+						dead.Store(true)
+						return
+					}
+					w.log.Warn("trigger: cannot start the run; the message comes back", "workflow", wf, "err", err)
+					_ = msg.NakWithDelay(time.Second)
 				}
-				w.log.Warn("trigger: cannot start the run; the message comes back", "workflow", wf, "err", err)
-				_ = msg.NakWithDelay(time.Second)
-			}
+			})
+		}
+		wg.Wait()
+		if dead.Load() {
+			return
 		}
 	}
 }
+
+// triggerParallel is how many starts of one trigger a worker has in flight.
+const triggerParallel = 32
 
 // trigger starts the run of one message: ID <workflow>-<stream seq>, so a redelivered
 // message starts no second run; the message is acked only once the start is durable. A body

@@ -139,3 +139,47 @@ func TestTriggerCrashAfterStart(t *testing.T) {
 		t.Errorf("%d runs (%v), take ran %d times: want one of each", len(runsOf), err, runs.get(id, "take"))
 	}
 }
+
+// BenchmarkTriggerBurst: 10,000 messages waiting on a trigger's stream, then one worker:
+// how fast the trigger takes them (each a start request published and acked, the message
+// acked). Run with -benchtime 1x.
+func BenchmarkTriggerBurst(b *testing.B) {
+	const n = 10_000
+	for range b.N {
+		b.StopTimer()
+		f := setup(b, "work")
+		f.orders(30 * time.Second)
+		for i := range n {
+			if _, err := f.js.PublishAsync("orders.new", fmt.Appendf(nil, `{"order": %d}`, i)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		select {
+		case <-f.js.PublishAsyncComplete():
+		case <-time.After(time.Minute):
+			b.Fatal("publishing the burst took over a minute")
+		}
+		ctx := context.Background()
+		cons, err := f.js.Consumer(ctx, "ORDERS", f.names.TriggerConsumer("intake"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var runs counter
+		start := time.Now()
+		b.StartTimer()
+		f.worker(Config{}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			ci, err := cons.Info(ctx)
+			if err == nil && ci.NumPending == 0 && ci.NumAckPending == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("the burst was not taken within 5 minutes")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		b.StopTimer()
+		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "starts/s")
+	}
+}
