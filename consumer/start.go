@@ -67,6 +67,11 @@ func (w *Worker) handleStart(ctx context.Context, ts *typeState, msg jetstream.M
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	req, err := workflow.DecodeStartRequest(msg.Data())
+	if err == nil && req.Schedule != "" {
+		// A schedule's fire: its run is named by the fire time the server stored it at (it
+		// fires on whole seconds, a little late at most), so a fire delivered twice is one run.
+		req.RunID = workflow.ScheduleRunID(req.Schedule, meta.Timestamp.Truncate(time.Second))
+	}
 	if err == nil && msg.Subject() != w.cfg.Names.StartSubject(req.Workflow) {
 		err = refuse("malformed: start request of workflow %s came on subject %s", req.Workflow, workflow.OneLine(msg.Subject(), 200))
 	}

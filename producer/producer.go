@@ -345,3 +345,39 @@ func Schedule(ctx context.Context, js jetstream.JetStream, names workflow.Names,
 	}
 	return ack.Duplicate, nil
 }
+
+// PublishSchedule publishes the message schedule of sc to its subject in the steps stream:
+// from then on the server fires a start request of sc.Workflow with sc.Input onto the start
+// subject (@every, or cron in sc.TZ), whether or not a worker runs; a worker takes each fire
+// as the run <name>-<fire unix seconds>. A schedule published again replaces the earlier
+// one (the subject keeps one message).
+func PublishSchedule(ctx context.Context, js jetstream.JetStream, names workflow.Names, name, wf string, input json.RawMessage, pattern, tz string) error {
+	body, err := (&workflow.StartRequest{V: workflow.EnvelopeVersion, Workflow: wf, Input: input, Schedule: name}).Encode()
+	if err != nil {
+		return err
+	}
+	msg := &nats.Msg{Subject: names.ScheduleSubject(name), Header: nats.Header{}, Data: body}
+	msg.Header.Set(workflow.HeaderSchedule, pattern)
+	if tz != "" {
+		msg.Header.Set(workflow.HeaderScheduleTZ, tz)
+	}
+	msg.Header.Set(workflow.HeaderScheduleTarget, names.StartSubject(wf))
+	msg.Header.Set("Nats-Rollup", "sub") // one schedule message per subject
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		return fmt.Errorf("publish the schedule %s: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveSchedule takes schedule name's message schedule out of the steps stream: it fires
+// no more.
+func RemoveSchedule(ctx context.Context, js jetstream.JetStream, names workflow.Names, name string) error {
+	s, err := js.Stream(ctx, names.StepsStream())
+	if err != nil {
+		return err
+	}
+	if err := s.Purge(ctx, jetstream.WithPurgeSubject(names.ScheduleSubject(name))); err != nil {
+		return fmt.Errorf("remove the schedule %s: %w", name, err)
+	}
+	return nil
+}

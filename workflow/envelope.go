@@ -18,6 +18,7 @@ const (
 	HeaderMsgID           = "Nats-Msg-Id"
 	HeaderSchedule        = "Nats-Schedule"
 	HeaderScheduleTarget  = "Nats-Schedule-Target"
+	HeaderScheduleTZ      = "Nats-Schedule-Time-Zone"
 	HeaderRun             = "Jetflow-Run"
 	HeaderNode            = "Jetflow-Node"
 	HeaderReason          = "Jetflow-Reason"

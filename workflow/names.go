@@ -94,6 +94,11 @@ func (n Names) StepSubject(nodeType, wf, node string) string {
 // StepFilter is the filter subject of the consumer of nodeType.
 func (n Names) StepFilter(nodeType string) string { return n.prefix + ".step." + nodeType + ".>" }
 
+// ScheduleSubject holds the message schedule of schedule name (`jetflow schedules add`): the
+// server fires it onto the start subject of its workflow. Four tokens after the prefix, where
+// a parked step's has five, so the two never meet.
+func (n Names) ScheduleSubject(name string) string { return n.prefix + ".sched.schedule." + name }
+
 // SchedSubject is the subject of the schedule that wakes node of run for attempt.
 func (n Names) SchedSubject(runID, node string, attempt int) string {
 	return fmt.Sprintf("%s.sched.%s.%s.%d", n.prefix, runID, node, attempt)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"time"
 )
 
 // StartConsumerType is the name the start requests' consumer is built from
@@ -29,6 +31,17 @@ type StartRequest struct {
 	// Parent is the node of the run that started this one as a subflow; nil for a
 	// top-level run.
 	Parent *ParentRef `json:"parent,omitempty"`
+	// Schedule names the schedule whose fire this is; its run ID is empty, and the worker
+	// derives it from the fire time: <schedule>-<unix seconds>.
+	Schedule string `json:"schedule,omitempty"`
+}
+
+// MaxScheduleName is the longest schedule name: its run IDs append "-<unix seconds>".
+const MaxScheduleName = 52
+
+// ScheduleRunID is the run a schedule's fire at t starts.
+func ScheduleRunID(name string, t time.Time) string {
+	return name + "-" + strconv.FormatInt(t.Unix(), 10)
 }
 
 // ParentRef names the subflow node that started a run: what the child's end needs to wake
@@ -90,7 +103,9 @@ func DecodeStartRequest(b []byte) (*StartRequest, error) {
 	switch {
 	case r.V != EnvelopeVersion:
 		return nil, fmt.Errorf("%w: start request version %d (this worker reads %d)", ErrMalformed, r.V, EnvelopeVersion)
-	case !ValidRunID(r.RunID):
+	case r.Schedule != "" && (!ValidName(r.Schedule) || len(r.Schedule) > MaxScheduleName || r.RunID != ""):
+		return nil, fmt.Errorf("%w: start request schedule %q: a schedule name, and no run_id", ErrMalformed, OneLine(r.Schedule, 80))
+	case r.Schedule == "" && !ValidRunID(r.RunID):
 		return nil, fmt.Errorf("%w: start request run_id %q: use 1 to 64 letters, digits, '_' or '-'", ErrMalformed, OneLine(r.RunID, 80))
 	case !ValidName(r.Workflow):
 		return nil, fmt.Errorf("%w: start request workflow %q: use letters, digits, '_' and '-' only", ErrMalformed, OneLine(r.Workflow, 80))
