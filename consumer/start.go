@@ -143,6 +143,9 @@ func (w *Worker) startRun(ctx context.Context, req *workflow.StartRequest) error
 		return fmt.Errorf("record run %s: %w", req.RunID, err)
 	}
 	w.known.add(req.RunID)
+	if w.at(pointStartRecorded) {
+		return errDead
+	}
 	if p := rec.Parent; p != nil {
 		// A subflow whose parent was cancelled while its start request waited: cancelled too.
 		if cancelled, err := w.store.Cancelled(ctx, p.Run); err != nil {

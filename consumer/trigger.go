@@ -20,6 +20,10 @@ import (
 // message is acked.
 const pointTriggerStarted = "trigger-started"
 
+// pointStartRecorded is the crash point after a start request's run record, before its
+// root steps are published (a schedule's fire, for one).
+const pointStartRecorded = "start-recorded"
+
 // triggerScan is how often a worker looks in the registry for triggers added or removed.
 const triggerScan = 5 * time.Second
 

@@ -14,6 +14,7 @@ import (
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/dlq"
 	"github.com/jetflow-dev/jetflow/internal/natstest"
+	"github.com/jetflow-dev/jetflow/producer"
 	jsetup "github.com/jetflow-dev/jetflow/setup"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -181,5 +182,57 @@ func BenchmarkTriggerBurst(b *testing.B) {
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(n)/time.Since(start).Seconds(), "starts/s")
+	}
+}
+
+// A schedule's fire taken by a worker that dies after recording its run, before publishing
+// the run's first step, comes back to another worker as the same run: the run ID comes from
+// the fire's time, so nothing starts twice and nothing is lost; later fires are runs of their
+// own.
+func TestScheduleFireCrashAfterRecord(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work")
+	wf := workflow.New("digest")
+	wf.Node("post", "work")
+	f.apply(wf)
+	var runs counter
+	var died atomic.Bool
+	var nc1 *nats.Conn
+	_, nc1, _ = f.worker(Config{hook: func(p string) bool {
+		if p != pointStartRecorded || !died.CompareAndSwap(false, true) {
+			return false
+		}
+		nc1.Close()
+		return true
+	}}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+	ctx := context.Background()
+	if err := producer.PublishSchedule(ctx, f.js, f.names, "tick", "digest", nil, "@every 1s", ""); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 30*time.Second, died.Load, "the worker never took a fire")
+	f.worker(Config{}, func(w *Worker) { w.Handle("work", echo(&runs)) })
+	time.Sleep(3 * time.Second) // a few more fires
+	if err := producer.RemoveSchedule(ctx, f.js, f.names, "tick"); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	natstest.Eventually(t, 60*time.Second, func() bool {
+		list, err := f.store.ListRuns(ctx, checkpoint.RunFilter{Workflow: "digest"})
+		if err != nil {
+			return false
+		}
+		ids = ids[:0]
+		for _, r := range list {
+			if r.Status != checkpoint.EndCompleted {
+				return false // the crashed fire's run, until its redelivery (ack wait 2 s)
+			}
+			ids = append(ids, r.ID)
+		}
+		return len(ids) >= 3
+	}, "the fires never all became completed runs")
+	for _, id := range ids {
+		if n := runs.get(id, "post"); n != 1 {
+			t.Errorf("run %s: post ran %d times, want 1", id, n)
+		}
 	}
 }
