@@ -657,17 +657,17 @@ func validateLLM(n *Node, at string, add func(string, string, ...any)) {
 		add(at+".with.messages", "llm node %q: with.messages must be a list of {role, content}", n.Name)
 	}
 	if v, ok := n.With["max_tokens"]; ok {
-		if f, isNum := toFloat(v); !isNum || f < 1 || f > 10_000_000 || f != float64(int64(f)) {
+		if f, isNum := Number(v); !isNum || f < 1 || f > 10_000_000 || f != float64(int64(f)) {
 			add(at+".with.max_tokens", "llm node %q: max_tokens %v: use a whole number from 1", n.Name, v)
 		}
 	}
 	if v, ok := n.With["temperature"]; ok {
-		if f, isNum := toFloat(v); !isNum || !(f >= 0 && f <= 2) {
+		if f, isNum := Number(v); !isNum || !(f >= 0 && f <= 2) {
 			add(at+".with.temperature", "llm node %q: temperature %v: use 0 to 2", n.Name, v)
 		}
 	}
 	if v, ok := n.With["provider_attempts"]; ok {
-		if f, isNum := toFloat(v); !isNum || f < 1 || f > 10 || f != float64(int64(f)) {
+		if f, isNum := Number(v); !isNum || f < 1 || f > 10 || f != float64(int64(f)) {
 			add(at+".with.provider_attempts", "llm node %q: provider_attempts %v: use 1 to 10", n.Name, v)
 		}
 	}
@@ -697,7 +697,9 @@ func validateLLM(n *Node, at string, add func(string, string, ...any)) {
 	}
 }
 
-func toFloat(v any) (float64, bool) {
+// Number reads a setting decoded from YAML or JSON as a number: the decoders give ints,
+// uint64s, float64s or json.Numbers.
+func Number(v any) (float64, bool) {
 	switch n := v.(type) {
 	case int:
 		return float64(n), true
@@ -707,6 +709,9 @@ func toFloat(v any) (float64, bool) {
 		return float64(n), true
 	case float64:
 		return n, true
+	case json.Number:
+		f, err := n.Float64()
+		return f, err == nil
 	}
 	return 0, false
 }
@@ -720,7 +725,7 @@ func (w *Workflow) Warnings() []string {
 			continue
 		}
 		if c, _ := n.With["cache"].(bool); c {
-			if t, ok := toFloat(n.With["temperature"]); ok && t > 0 {
+			if t, ok := Number(n.With["temperature"]); ok && t > 0 {
 				out = append(out, fmt.Sprintf("node %s: cache is on with temperature %v: every run gets the first answer, not a fresh sample", n.Name, t))
 			}
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/jetflow-dev/jetflow/breaker"
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // Type is the node type's name.
@@ -221,14 +222,14 @@ func parse(with map[string]any) (*request, error) {
 		r.messages = append(r.messages, message{Role: role, Content: content})
 	}
 	if v, ok := with["max_tokens"]; ok {
-		f, isNum := number(v)
+		f, isNum := workflow.Number(v)
 		if !isNum || f < 1 || f != float64(int64(f)) {
 			return nil, fmt.Errorf("llm: with.max_tokens %v: use a whole number from 1", v)
 		}
 		r.maxTokens = int64(f)
 	}
 	if v, ok := with["temperature"]; ok {
-		f, isNum := number(v)
+		f, isNum := workflow.Number(v)
 		if !isNum || !(f >= 0 && f <= 2) {
 			return nil, fmt.Errorf("llm: with.temperature %v: use 0 to 2", v)
 		}
@@ -250,7 +251,7 @@ func parse(with map[string]any) (*request, error) {
 		r.maxWait = d
 	}
 	if v, ok := with["provider_attempts"]; ok {
-		f, isNum := number(v)
+		f, isNum := workflow.Number(v)
 		if !isNum || f < 1 || f > 10 || f != float64(int64(f)) {
 			return nil, fmt.Errorf("llm: with.provider_attempts %v: use 1 to 10", v)
 		}
@@ -259,22 +260,6 @@ func parse(with map[string]any) (*request, error) {
 	return r, nil
 }
 
-func number(v any) (float64, bool) {
-	switch n := v.(type) {
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	case uint64:
-		return float64(n), true
-	case float64:
-		return n, true
-	case json.Number:
-		f, err := n.Float64()
-		return f, err == nil
-	}
-	return 0, false
-}
 
 // chain returns the providers the request may use, in order.
 func (n *Node) chain(r *request) ([]*Provider, error) {
