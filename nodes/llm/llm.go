@@ -260,7 +260,6 @@ func parse(with map[string]any) (*request, error) {
 	return r, nil
 }
 
-
 // chain returns the providers the request may use, in order.
 func (n *Node) chain(r *request) ([]*Provider, error) {
 	var out []*Provider
