@@ -90,8 +90,9 @@ type env struct {
 
 type envOpts struct {
 	workers int
-	// wrap, when set, wraps the llm handler (to lose an answer, for one).
-	wrap func(consumer.HandlerFunc) consumer.HandlerFunc
+	// wrap, when set, wraps the llm handler of worker i (to lose an answer, for one); cut
+	// closes that worker's own connection to NATS, as a kill would.
+	wrap func(i int, cut func(), h consumer.HandlerFunc) consumer.HandlerFunc
 	// extra registers more node types.
 	extra map[string]consumer.HandlerFunc
 }
@@ -148,7 +149,12 @@ func newEnv(t *testing.T, def string, providers []byte, o envOpts) *env {
 	logger := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	m := metrics.New(e.reg, metrics.Options{})
 	for i := range max(o.workers, 1) {
-		w, err := consumer.New(js, store, consumer.Config{Names: names, ID: fmt.Sprintf("w%d", i+1), Logger: logger, Observer: m})
+		wnc, wjs := srv.Connect(t)
+		wstore, err := checkpoint.Open(ctx, wjs, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := consumer.New(wjs, wstore, consumer.Config{Names: names, ID: fmt.Sprintf("w%d", i+1), Logger: logger, Observer: m})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +165,7 @@ func newEnv(t *testing.T, def string, providers []byte, o envOpts) *env {
 		}
 		h := consumer.HandlerFunc(n.Handle)
 		if o.wrap != nil {
-			h = o.wrap(h)
+			h = o.wrap(i, wnc.Close, h)
 		}
 		w.Handle(llm.Type, h)
 		for typ, eh := range o.extra {

@@ -371,7 +371,7 @@ func TestLostAnswerCountsAsWasted(t *testing.T) {
 	a := stub(t, func(*llmstub.Request) llmstub.Reply { return llmstub.Reply{PromptTokens: 10, CompletionTokens: 5} })
 	var lost atomic.Bool
 	e := newEnv(t, one(""), providersYAML(t, provider("a", a, "m-a", "")), envOpts{
-		wrap: func(h consumer.HandlerFunc) consumer.HandlerFunc {
+		wrap: func(_ int, _ func(), h consumer.HandlerFunc) consumer.HandlerFunc {
 			return func(ctx context.Context, s *consumer.Step) (any, error) {
 				out, err := h(ctx, s)
 				if err == nil && lost.CompareAndSwap(false, true) {
@@ -503,5 +503,42 @@ func TestTokensPerMinuteSettlesToUsage(t *testing.T) {
 	}
 	if a.Count() != 1 {
 		t.Errorf("%d calls to a, want 1", a.Count())
+	}
+}
+
+// TestWorkerKilledAfterTheCall: the first worker gets its answer and is cut off from NATS
+// before the checkpoint (as a kill would leave it); the step comes back to the second
+// worker after the ack wait, which calls again: the first call's cost is counted as wasted,
+// on the run and to the metrics observer (jetflow_llm_wasted_cost_usd_total).
+func TestWorkerKilledAfterTheCall(t *testing.T) {
+	t.Parallel()
+	a := stub(t, func(*llmstub.Request) llmstub.Reply { return llmstub.Reply{PromptTokens: 10, CompletionTokens: 5} })
+	var killed atomic.Bool
+	e := newEnv(t, one(""), providersYAML(t, provider("a", a, "m-a", "")), envOpts{workers: 2,
+		wrap: func(_ int, cut func(), h consumer.HandlerFunc) consumer.HandlerFunc {
+			return func(ctx context.Context, s *consumer.Step) (any, error) {
+				out, err := h(ctx, s)
+				if err == nil && killed.CompareAndSwap(false, true) {
+					cut()        // the worker is gone: nothing it does now reaches NATS
+					<-ctx.Done() // and it never returns before its shutdown
+					return nil, ctx.Err()
+				}
+				return out, err
+			}
+		},
+	})
+	id := e.completes(t, "ask", map[string]string{"q": "hi"})
+	sp, err := e.store.Spend(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Count() != 2 || math.Abs(sp.WastedUSD-0.02) > 1e-9 || math.Abs(sp.USD-0.04) > 1e-9 {
+		t.Errorf("calls %d, spend %+v: want 2 calls, $0.04 spent, $0.02 of it wasted", a.Count(), sp)
+	}
+	e.obs.mu.Lock()
+	wasted := e.obs.wasted
+	e.obs.mu.Unlock()
+	if math.Abs(wasted-0.02) > 1e-9 {
+		t.Errorf("wasted counted $%v (what jetflow_llm_wasted_cost_usd_total adds), want $0.02", wasted)
 	}
 }
