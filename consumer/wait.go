@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
+	"github.com/jetflow-dev/jetflow/internal/kvwatch"
 	"github.com/jetflow-dev/jetflow/producer"
 	"github.com/jetflow-dev/jetflow/workflow"
 )
@@ -197,4 +199,53 @@ func wakeWaiting(ctx context.Context, js jetstream.JetStream, store *checkpoint.
 		return fmt.Errorf("the signal is recorded; waking its node failed (its timeout will find it): %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// watchSignals wakes the nodes waiting for each signal recorded lately (within the steps
+// stream's duplicate window, where every wake of a node is one message): the sender wakes
+// them itself, and this covers a sender that died between recording its signal and the
+// wake. The worker that leads the live workers does it; if none does, the node's timeout
+// still finds the signal.
+func (w *Worker) watchSignals(ctx context.Context) {
+	var waking sync.WaitGroup
+	defer waking.Wait()
+	open := func(ctx context.Context) (jetstream.KeyWatcher, error) {
+		return w.store.KV().Watch(ctx, workflow.SignalKey("*", "*"), jetstream.UpdatesOnly())
+	}
+	kvwatch.Follow(ctx, open, func(e jetstream.KeyValueEntry) {
+		if e == nil || e.Operation() != jetstream.KeyValuePut || time.Since(e.Created()) > wakeWindow || w.presence == nil || !w.presence.leads() {
+			return
+		}
+		var sig checkpoint.Signal
+		if json.Unmarshal(e.Value(), &sig) != nil || sig.TimedOut {
+			return
+		}
+		run, name, ok := strings.Cut(strings.TrimPrefix(e.Key(), "signal."), ".")
+		if !ok {
+			return
+		}
+		waking.Go(func() {
+			// Let the sender's own wake go first: this one is deduplicated against it.
+			if !sleepCtx(ctx, time.Second) {
+				return
+			}
+			rec, err := w.store.Run(ctx, run)
+			if err != nil {
+				return
+			}
+			def, err := w.store.Definition(ctx, rec.Def)
+			if err != nil {
+				return
+			}
+			var nodes []*workflow.Node
+			for _, n := range def.Nodes {
+				if sig, _, _ := n.WaitSettings(); n.Type == workflow.WaitType && sig == name {
+					nodes = append(nodes, n)
+				}
+			}
+			if err := wakeWaiting(ctx, w.js, w.store, w.cfg.Names, rec, nodes); err != nil {
+				w.log.Debug("signal watch: wake failed", "run", run, "signal", name, "err", err)
+			}
+		})
+	})
 }

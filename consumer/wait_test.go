@@ -301,7 +301,7 @@ func TestWaitCrashPoints(t *testing.T) {
 	t.Run("signal-written", func(t *testing.T) {
 		t.Parallel()
 		f := setup(t, "work", workflow.WaitType)
-		f.approval("approval", "2s", "")
+		f.approval("approval", "1h", "")
 		var runs counter
 		f.worker(Config{}, waitWorker(&runs, nil))
 		id := f.start("approval", `{}`)
@@ -311,7 +311,7 @@ func TestWaitCrashPoints(t *testing.T) {
 			t.Fatal(err)
 		}
 		if end := f.waitEnd(id, 30*time.Second); end.Status != checkpoint.EndCompleted {
-			t.Fatalf("run ended %s (%s), want completed by the signal its timeout found", end.Status, end.Reason)
+			t.Fatalf("run ended %s (%s), want completed by the signal the workers' watch found", end.Status, end.Reason)
 		}
 		if out := string(f.node(id, "approve").Output); out != `"late"` {
 			t.Errorf("approve's output %s", out)

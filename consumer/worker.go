@@ -393,6 +393,7 @@ func (w *Worker) Run(ctx context.Context) error {
 				Retention: w.cfg.Retention, Owner: w.cfg.ID, Logger: w.log}).Run(fetchCtx)
 		})
 		bg.Go(func() { w.runTriggers(fetchCtx) })
+		bg.Go(func() { w.watchSignals(fetchCtx) })
 		w.watchCancels(fetchCtx)
 		bg.Wait()
 	}()
