@@ -178,9 +178,20 @@ func TestWaitSignalRacesTimeout(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st := f.waitStatus(id, "approve", checkpoint.StatusWaiting)
-			// Aim at the timeout: spread over its last 300 ms and the 300 after.
-			time.Sleep(time.Until(st.NotBefore.Add(time.Duration(i%60-30) * 10 * time.Millisecond)))
+			// Poll without failing from this goroutine: under load the node may wait and
+			// time out between two looks; then the signal goes at once (and must be refused).
+			var st *checkpoint.Node
+			for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				s, _, err := f.store.Node(context.Background(), id, "approve")
+				if err == nil && s != nil && (s.Status == checkpoint.StatusWaiting || s.Final()) {
+					st = s
+					break
+				}
+			}
+			if st != nil && st.Status == checkpoint.StatusWaiting {
+				// Aim at the timeout: spread over its last 300 ms and the 300 after.
+				time.Sleep(time.Until(st.NotBefore.Add(time.Duration(i%60-30) * 10 * time.Millisecond)))
+			}
 			errs[i] = f.signal(id, "approve", fmt.Sprintf(`{"i": %d}`, i))
 		}()
 	}
@@ -193,7 +204,7 @@ func TestWaitSignalRacesTimeout(t *testing.T) {
 		case errs[i] == nil:
 			signalled++
 			if st.Status != checkpoint.StatusDone || string(st.Output) != fmt.Sprintf(`{"i":%d}`, i) || end.Status != checkpoint.EndCompleted {
-				t.Errorf("run %d: the signal was accepted but the node is %s (%s), the run %s", i, st.Status, st.Output, end.Status)
+				t.Errorf("run %d: the signal was accepted but the node is %s (%s; %s), the run %s (%s)", i, st.Status, st.Output, st.Reason, end.Status, end.Reason)
 			}
 		case errors.Is(errs[i], ErrSignalTimedOut) || errors.Is(errs[i], ErrRunEnded):
 			timedOut++
