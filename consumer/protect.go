@@ -44,7 +44,7 @@ func (s *stepRun) expandWith(input json.RawMessage) (map[string]any, error) {
 // such a node while no key at all is tripped: then there is nothing to check.
 func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok bool) {
 	b := s.node.Breaker
-	if b == nil && s.node.Type != "http" {
+	if b == nil && s.node.Type != "http" && s.node.Type != workflow.ServiceType {
 		if s.w.breakers == nil || !s.w.breakers.Tripped() {
 			return breaker.Settings{}, false
 		}
@@ -61,6 +61,10 @@ func (s *stepRun) breakerSettings(with map[string]any) (bs breaker.Settings, ok 
 	case s.node.Type == "http":
 		if u, err := url.Parse(fmt.Sprint(with["url"])); err == nil && u.Host != "" {
 			key = u.Host
+		}
+	case s.node.Type == workflow.ServiceType:
+		if subj, _ := with["subject"].(string); subj != "" {
+			key = "service:" + subj // one breaker per service, whichever workflows call it
 		}
 	}
 	if key == "" {

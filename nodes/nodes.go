@@ -32,6 +32,7 @@ func Register(w *consumer.Worker) {
 	w.Handle("noop", Noop)
 	w.Handle(workflow.SubflowType, subflow)
 	w.Handle(workflow.WaitType, wait)
+	w.Handle(workflow.ServiceType, Service(w.JetStream().Conn()))
 }
 
 // wait is the handler of the wait type, which the engine runs itself (it parks the node

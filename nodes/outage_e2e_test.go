@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetflow-dev/jetflow/breaker"
@@ -63,6 +64,7 @@ func (a *flakyAPI) between(from, to time.Time) int {
 // protectedEnv is a NATS server set up for jetflow, the workflow def applied, and two
 // workers with the built-in node types and default settings.
 type protectedEnv struct {
+	srv   *natstest.Server
 	js    jetstream.JetStream
 	names workflow.Names
 	store *checkpoint.Store
@@ -97,7 +99,7 @@ func newProtectedEnv(t *testing.T, def string) *protectedEnv {
 		go func() { done <- w.Run(wctx) }()
 		t.Cleanup(func() { stop(); <-done })
 	}
-	return &protectedEnv{js: js, names: names, store: store, prod: producer.New(js, store, producer.Config{Names: names})}
+	return &protectedEnv{srv: srv, js: js, names: names, store: store, prod: producer.New(js, store, producer.Config{Names: names})}
 }
 
 func (e *protectedEnv) start(t *testing.T, wf string, input any) string {
@@ -289,4 +291,10 @@ nodes:
 	if early != 0 {
 		t.Fatalf("%d calls reached %s before the Retry-After date %s", early, u.Host, cool.OpenUntil.Format(time.StampMilli))
 	}
+}
+
+// srvConn opens a connection of the test's own to the env's server.
+func (e *protectedEnv) srvConn(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	return e.srv.Connect(t)
 }

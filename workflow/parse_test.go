@@ -84,7 +84,7 @@ func TestParseErrors(t *testing.T) {
 		{"noop unknown with key", node1("noop", "with:", "  outptu: 1"), ValidateOptions{},
 			`wf.yaml:6:15: noop node "a": unknown setting "outptu" under with (allowed: output)`},
 		{"unknown type", node1("charge"), ValidateOptions{KnownType: func(string) bool { return false }},
-			`wf.yaml:4:11: node "a" has unknown type "charge" (built-in: exec, http, llm, noop, sleep, wait, workflow)`},
+			`wf.yaml:4:11: node "a" has unknown type "charge" (built-in: exec, http, llm, noop, service, sleep, wait, workflow)`},
 		{"unknown node field", node1("noop", "bogus: 1"), ValidateOptions{},
 			`wf.yaml:5:5: unknown field "bogus" (check the spelling; see the README for the fields a node takes)`},
 		{"unknown retry field", node1("noop", "retry:", "  attempts: 3"), ValidateOptions{},

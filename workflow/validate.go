@@ -111,6 +111,8 @@ var builtinWith = map[string][]string{
 	SubflowType: {"workflow", "input"},
 	// WaitType waits for a signal sent with `jetflow runs signal`.
 	WaitType: {"signal", "timeout", "on_timeout"},
+	// ServiceType sends a NATS request to a service in any language.
+	ServiceType: {"subject", "timeout"},
 }
 
 // IsBuiltin reports whether typ is one of jetflow's built-in node types.
@@ -270,6 +272,20 @@ func (w *Workflow) validateNode(n *Node, at string, opts ValidateOptions, add fu
 			validateLLM(n, at, add)
 		case WaitType:
 			validateWait(n, at, add)
+		case ServiceType:
+			switch subj := n.With["subject"].(type) {
+			case string:
+				if !strings.Contains(subj, exprOpen) && (!validSubjectFilter(subj) || strings.ContainsAny(subj, "*>")) {
+					add(at+".with.subject", "service node %q: subject %q: a NATS subject such as svc.summarize (no wildcards)", n.Name, subj)
+				}
+			default:
+				add(at+".with", "service node %q needs with.subject: the NATS subject the service answers on", n.Name)
+			}
+			if v, ok := n.With["timeout"]; ok {
+				if s, _ := v.(string); s == "" || !validDuration(s) {
+					add(at+".with.timeout", "service node %q: timeout %v: a positive duration such as \"2m\"", n.Name, v)
+				}
+			}
 		case SubflowType:
 			switch name := n.With["workflow"].(type) {
 			case nil:
@@ -789,4 +805,9 @@ func validSubjectFilter(s string) bool {
 		}
 	}
 	return true
+}
+
+func validDuration(s string) bool {
+	d, err := time.ParseDuration(s)
+	return err == nil && d > 0
 }

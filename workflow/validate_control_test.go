@@ -171,7 +171,7 @@ func TestIsBuiltinSubflow(t *testing.T) {
 	if !IsBuiltin(SubflowType) {
 		t.Errorf("IsBuiltin(%q) = false", SubflowType)
 	}
-	if got := strings.Join(BuiltinTypes(), ","); got != "exec,http,llm,noop,sleep,wait,workflow" {
+	if got := strings.Join(BuiltinTypes(), ","); got != "exec,http,llm,noop,service,sleep,wait,workflow" {
 		t.Errorf("BuiltinTypes() = %s", got)
 	}
 }

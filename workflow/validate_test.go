@@ -127,7 +127,7 @@ func TestValidate(t *testing.T) {
 		{name: "bad type", w: one(&Node{Name: "a", Type: "x.y"}),
 			want: `$.nodes[0].type: node type "x.y": use letters, digits, '_' and '-' only`, path: "$.nodes[0].type"},
 		{name: "unknown type", w: one(&Node{Name: "a", Type: "charge-card"}), opts: knows("other"),
-			want: `$.nodes[0].type: node "a" has unknown type "charge-card" (built-in: exec, http, llm, noop, sleep, wait, workflow)`, path: "$.nodes[0].type"},
+			want: `$.nodes[0].type: node "a" has unknown type "charge-card" (built-in: exec, http, llm, noop, service, sleep, wait, workflow)`, path: "$.nodes[0].type"},
 		{name: "built-in types need no registry", w: one(&Node{Name: "a", Type: "noop"}), opts: knows()},
 
 		{name: "max_attempts negative", w: one(&Node{Name: "a", Type: "noop", Retry: &Retry{MaxAttempts: -1}}),

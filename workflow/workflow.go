@@ -102,6 +102,8 @@ const (
 	SubflowType = "workflow"
 	// WaitType is the node type that waits for a signal (DESIGN.md "Waiting").
 	WaitType = "wait"
+	// ServiceType is the node type that calls a NATS service (DESIGN.md "Services").
+	ServiceType = "service"
 	// DefaultWaitTimeout is a wait node's timeout when it sets none.
 	DefaultWaitTimeout = 24 * time.Hour
 	// MaxWaitTimeout is the longest timeout a wait node may set.

@@ -141,11 +141,11 @@ var k8sWant = map[string][]string{
 	"setup-job.yaml": {"Job/jetflow-setup"},
 	"workers.yaml": {
 		"Deployment/jetflow-worker-exec", "Deployment/jetflow-worker-http", "Deployment/jetflow-worker-llm",
-		"Deployment/jetflow-worker-noop", "Deployment/jetflow-worker-sleep", "Deployment/jetflow-worker-wait", "Deployment/jetflow-worker-workflow",
+		"Deployment/jetflow-worker-noop", "Deployment/jetflow-worker-service", "Deployment/jetflow-worker-sleep", "Deployment/jetflow-worker-wait", "Deployment/jetflow-worker-workflow",
 	},
 	"keda.yaml": {
 		"ScaledObject/jetflow-worker-exec", "ScaledObject/jetflow-worker-http", "ScaledObject/jetflow-worker-llm",
-		"ScaledObject/jetflow-worker-noop", "ScaledObject/jetflow-worker-sleep", "ScaledObject/jetflow-worker-wait", "ScaledObject/jetflow-worker-workflow",
+		"ScaledObject/jetflow-worker-noop", "ScaledObject/jetflow-worker-service", "ScaledObject/jetflow-worker-sleep", "ScaledObject/jetflow-worker-wait", "ScaledObject/jetflow-worker-workflow",
 	},
 }
 
