@@ -79,3 +79,26 @@ func TestValidateWait(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateService(t *testing.T) {
+	t.Parallel()
+	node := func(with string) string {
+		return "name: w\nnodes:\n  - name: call\n    type: service\n    with: " + with + "\n"
+	}
+	for _, ok := range []string{`{subject: svc.summarize}`, `{subject: svc.summarize, timeout: 2m}`, `{subject: "svc.${{ input.kind }}"}`} {
+		if _, err := Parse("w.yaml", []byte(node(ok)), ValidateOptions{}); err != nil {
+			t.Errorf("with %s: %v", ok, err)
+		}
+	}
+	for _, tc := range []struct{ with, want string }{
+		{`{timeout: 1m}`, "needs with.subject"},
+		{`{subject: "svc.*"}`, "no wildcards"},
+		{`{subject: "svc..x"}`, "a NATS subject"},
+		{`{subject: svc.x, timeout: soon}`, "timeout soon"},
+		{`{subject: svc.x, url: y}`, `unknown setting "url"`},
+	} {
+		if _, err := Parse("w.yaml", []byte(node(tc.with)), ValidateOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("with %s: got %v, want an error holding %q", tc.with, err, tc.want)
+		}
+	}
+}
