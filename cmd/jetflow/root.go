@@ -99,7 +99,7 @@ func (a *app) rootCmd() *cobra.Command {
 	pf.StringVar(&a.tlsCert, "tls-cert", env("NATS_CERT", ""), "client certificate file for mutual TLS (env NATS_CERT)")
 	pf.StringVar(&a.tlsKey, "tls-key", env("NATS_KEY", ""), "client key file for mutual TLS (env NATS_KEY)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log more")
-	root.AddCommand(a.devCmd(), a.setupCmd(), a.workflowsCmd(), a.startCmd(), a.runsCmd(), a.schedulesCmd(), a.workerCmd(), a.dlqCmd(),
+	root.AddCommand(a.devCmd(), a.setupCmd(), a.workflowsCmd(), a.startCmd(), a.runsCmd(), a.schedulesCmd(), a.servicesCmd(), a.workerCmd(), a.dlqCmd(),
 		a.workersCmd(), a.topCmd(), a.benchCmd())
 	return root
 }

@@ -48,6 +48,7 @@ func (a *app) workflowsCmd() *cobra.Command {
 					fmt.Fprintf(a.stdout, "%s %s (%d nodes, %s)\n", what, w.Name, len(w.Nodes), hash[:12])
 					a.warnDefinition(w)
 					a.warnUnserved(cmd.Context(), c, w)
+					a.warnNoResponder(cmd.Context(), c, w)
 				}
 				return nil
 			},
