@@ -45,7 +45,6 @@ func DiscoverServices(ctx context.Context, nc *nats.Conn, wait time.Duration) ([
 	}
 }
 
-
 // Serves reports whether one of stats has an endpoint on subject.
 func Serves(stats []micro.Stats, subject string) bool {
 	for _, st := range stats {
