@@ -57,7 +57,7 @@ func TestSetupTuneType(t *testing.T) {
 func TestWorkflowsValidateApplyLsGraph(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	examples := []string{"approval", "broken", "diamond", "digest", "flaky", "nap", "research", "triage", "wordcount"}
+	examples := []string{"approval", "broken", "diamond", "digest", "flaky", "nap", "research", "shout", "triage", "wordcount"}
 
 	r := e.cli("workflows", "validate", examplesDir)
 	if r.code != 0 {
