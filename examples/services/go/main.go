@@ -20,26 +20,32 @@ import (
 )
 
 func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "shout:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
 	url := os.Getenv("NATS_URL")
 	if url == "" {
 		url = nats.DefaultURL
 	}
 	nc, err := nats.Connect(url)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shout:", err)
-		os.Exit(1)
+		return err
 	}
 	defer nc.Close()
 	svc, err := Start(nc)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "shout:", err)
-		os.Exit(1)
+		return err
 	}
 	defer func() { _ = svc.Stop() }()
 	fmt.Println("shout: answering on svc.shout; Ctrl-C to stop")
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
 	<-stop
+	return nil
 }
 
 // Start adds the shout service to nc.
