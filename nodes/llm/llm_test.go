@@ -442,7 +442,7 @@ func TestReplayCountsSaved(t *testing.T) {
 	}
 }
 
-// TestForEachSpendAddsUp: a for_each llm node over 60 items, 30 at once on two workers,
+// TestForEachSpendAddsUp: a for_each llm node over 40 items, 10 at once on two workers,
 // all writing one run's spend: every call is recorded once, and the run's cost is their sum.
 func TestForEachSpendAddsUp(t *testing.T) {
 	t.Parallel()
@@ -454,12 +454,12 @@ nodes:
   - name: ask
     type: llm
     for_each: ${{ input.items }}
-    max_parallel: 30
+    max_parallel: 10
     with:
       model: fast
       messages: [{role: user, content: "item ${{ item }}"}]
 `, providersYAML(t, provider("a", a, "m-a", "")), envOpts{workers: 2})
-	items := make([]int, 60)
+	items := make([]int, 40)
 	for i := range items {
 		items[i] = i
 	}
@@ -473,8 +473,8 @@ nodes:
 		calls += ns.Calls
 	}
 	// $0.02 a call.
-	if a.Count() != 60 || calls != 60 || len(sp.Nodes) != 60 || math.Abs(sp.USD-1.2) > 1e-9 || len(sp.Reserved) != 0 {
-		t.Errorf("%d calls made, %d recorded over %d items, $%.4f spent, %d reserved: want 60, 60, 60, $1.20, 0",
+	if a.Count() != 40 || calls != 40 || len(sp.Nodes) != 40 || math.Abs(sp.USD-0.8) > 1e-9 || len(sp.Reserved) != 0 {
+		t.Errorf("%d calls made, %d recorded over %d items, $%.4f spent, %d reserved: want 40, 40, 40, $0.80, 0",
 			a.Count(), calls, len(sp.Nodes), sp.USD, len(sp.Reserved))
 	}
 	if strings.Contains(e.logs.String(), "cannot record the call's cost") {
