@@ -220,7 +220,7 @@ func (w *Worker) watchSignals(ctx context.Context) {
 		if json.Unmarshal(e.Value(), &sig) != nil || sig.TimedOut {
 			return
 		}
-		run, name, ok := strings.Cut(strings.TrimPrefix(e.Key(), "signal."), ".")
+		run, name, ok := workflow.ParseSignalKey(e.Key())
 		if !ok {
 			return
 		}

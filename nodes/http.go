@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/jetflow-dev/jetflow/consumer"
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // Limits of the http node.
@@ -295,7 +296,7 @@ func (c *httpCall) readHeaders(v any) error {
 					c.addSecret(strings.TrimSpace(cred))
 				}
 			}
-			if canon != "Idempotency-Key" && canon != "Host" {
+			if canon != workflow.HeaderIdempotencyKey && canon != "Host" {
 				c.user = append(c.user, canon)
 			}
 		}
@@ -404,8 +405,8 @@ func (c *httpCall) do(ctx context.Context) (any, error) {
 	if c.host != "" {
 		req.Host = c.host
 	}
-	if req.Header.Get("Idempotency-Key") == "" && c.idemKey != "" {
-		req.Header.Set("Idempotency-Key", c.idemKey)
+	if req.Header.Get(workflow.HeaderIdempotencyKey) == "" && c.idemKey != "" {
+		req.Header.Set(workflow.HeaderIdempotencyKey, c.idemKey)
 	}
 	if req.Header.Get("User-Agent") == "" {
 		req.Header.Set("User-Agent", "jetflow")

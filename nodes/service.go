@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,8 +49,8 @@ func Service(nc *nats.Conn) consumer.HandlerFunc {
 		msg.Data = s.Input
 		msg.Header.Set(workflow.HeaderRun, s.RunID)
 		msg.Header.Set(workflow.HeaderNode, s.Node)
-		msg.Header.Set("Jetflow-Attempt", strconv.Itoa(s.Attempt))
-		msg.Header.Set("Idempotency-Key", s.IdempotencyKey)
+		msg.Header.Set(workflow.HeaderAttempt, strconv.Itoa(s.Attempt))
+		msg.Header.Set(workflow.HeaderIdempotencyKey, s.IdempotencyKey)
 		tracing.Inject(ctx, msg.Header)
 		start := time.Now()
 		resp, err := nc.RequestMsgWithContext(ctx, msg)
@@ -63,7 +64,7 @@ func Service(nc *nats.Conn) consumer.HandlerFunc {
 		}
 		if code := resp.Header.Get(serviceErrorCode); code != "" {
 			n, _ := strconv.Atoi(code)
-			desc := workflow.OneLine(cmpOr(resp.Header.Get(serviceError), string(resp.Data)), 500)
+			desc := workflow.OneLine(cmp.Or(resp.Header.Get(serviceError), string(resp.Data)), 500)
 			e := fmt.Errorf("service %s: error %s: %s", subject, code, desc)
 			switch {
 			case n == 429:
@@ -80,11 +81,4 @@ func Service(nc *nats.Conn) consumer.HandlerFunc {
 		}
 		return json.RawMessage(body), nil
 	}
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }

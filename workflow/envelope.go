@@ -15,10 +15,13 @@ const EnvelopeVersion = 1
 
 // Header names used on step and DLQ messages.
 const (
-	HeaderMsgID           = "Nats-Msg-Id"
-	HeaderSchedule        = "Nats-Schedule"
-	HeaderScheduleTarget  = "Nats-Schedule-Target"
-	HeaderScheduleTZ      = "Nats-Schedule-Time-Zone"
+	HeaderMsgID          = "Nats-Msg-Id"
+	HeaderSchedule       = "Nats-Schedule"
+	HeaderScheduleTarget = "Nats-Schedule-Target"
+	HeaderScheduleTZ     = "Nats-Schedule-Time-Zone"
+	// HeaderAttempt and HeaderIdempotencyKey go on the requests of http and service nodes.
+	HeaderAttempt         = "Jetflow-Attempt"
+	HeaderIdempotencyKey  = "Idempotency-Key"
 	HeaderRun             = "Jetflow-Run"
 	HeaderNode            = "Jetflow-Node"
 	HeaderReason          = "Jetflow-Reason"

@@ -178,6 +178,15 @@ func ProgressKey(runID, node string) string { return "progress." + runID + "." +
 // that timed out first.
 func SignalKey(runID, name string) string { return "signal." + runID + "." + name }
 
+// ParseSignalKey splits a SignalKey into its run and signal name.
+func ParseSignalKey(key string) (runID, name string, ok bool) {
+	rest, found := strings.CutPrefix(key, "signal.")
+	if !found {
+		return "", "", false
+	}
+	return strings.Cut(rest, ".")
+}
+
 // SpendKey is the key of a run's model spend: what its llm calls cost, by node and provider,
 // and what calls are in flight against its budget.
 func SpendKey(runID string) string { return "spend." + runID }

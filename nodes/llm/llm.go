@@ -6,6 +6,7 @@
 package llm
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -520,7 +521,7 @@ func (c *call) once(ctx context.Context, p *Provider) (*Output, verdict, time.Du
 	held.Settle(int(in + outTok))
 	cost := p.Price.Cost(in, outTok)
 	out := &Output{
-		Content: resp.Choices[0].Message.Content, Model: cmpOr(resp.Model, model), Provider: p.Name,
+		Content: resp.Choices[0].Message.Content, Model: cmp.Or(resp.Model, model), Provider: p.Name,
 		Usage: Usage{InputTokens: in, OutputTokens: outTok}, CostUSD: cost, Fallbacks: c.fallbacks,
 	}
 	if r.json {
@@ -540,13 +541,6 @@ func (c *call) once(ctx context.Context, p *Provider) (*Output, verdict, time.Du
 		n.cfg.Observer.LLMCall(p.Name, out.Model, outcome, in, outTok, cost)
 	}
 	return out, verdictOK, 0, nil
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // params builds the chat completions request.
