@@ -32,6 +32,14 @@ func (s *stepRun) admit(ctx context.Context) (proceed bool, err error) {
 	if s.resumable() {
 		return false, s.resume(ctx)
 	}
+	if workflow.IsWake(s.msg.Headers().Get(workflow.HeaderMsgID)) {
+		// A wake that came before its node parked: the child ended (or the signal came)
+		// while the node's own step was still on its way — in flight, or redelivered after
+		// its worker died. The wake carries no input, so it must not start the node; the
+		// node's own step parks it and then finds the end itself.
+		s.logger().Debug("wake before the node parked; the node's own step will find the end")
+		return false, s.msg.Ack()
+	}
 	switch {
 	case st != nil && st.Seq != 0 && st.Seq != seq:
 		// Another copy of this step (another message with the same dispatch) holds it:

@@ -597,3 +597,42 @@ func TestSubflowTooDeepFails(t *testing.T) {
 		t.Fatalf("%d runs (%v); want the top run and %d nested ones", len(kids), err, workflow.MaxSubflowDepth)
 	}
 }
+
+// A child that ends before its parent's subflow node parked (the parent's worker slow, or
+// dead and its step redelivered later) wakes a node that is not waiting yet: the wake carries
+// no input and must not start the node (it did, and the node failed on `input.x` of null);
+// the parent's own step parks and finds the end. Regression test for a ci-like failure of
+// TestControlCrashPoints/child-started.
+func TestSubflowChildEndsBeforeParentParks(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "work", workflow.SubflowType)
+	f.applySubflowPair()
+	var runs counter
+	var held atomic.Bool
+	var nc1 *nats.Conn
+	ids := make(chan string, 1)
+	// One step at a time in the held worker, so the wake goes to the other.
+	_, nc1, _ = f.worker(Config{Concurrency: 1, hook: func(point string) bool {
+		if point != pointChildStarted || !held.CompareAndSwap(false, true) {
+			return false
+		}
+		id := <-ids
+		f.waitEnd(workflow.ChildRunID(id, "sub", workflow.DispatchFirst), 20*time.Second)
+		time.Sleep(time.Second) // the child's wake reaches the other worker first
+		nc1.Close()
+		return true
+	}}, subflowWorker(&runs, nil))
+	f.worker(Config{}, subflowWorker(&runs, nil))
+	id := f.start("parent", `{"x":2}`)
+	ids <- id
+	if end := f.waitEnd(id, 60*time.Second); end.Status != checkpoint.EndCompleted {
+		t.Fatalf("run ended %s (%s), want completed", end.Status, end.Reason)
+	}
+	child := workflow.ChildRunID(id, "sub", workflow.DispatchFirst)
+	if runs.get(child, "c1") != 1 || runs.get(id, "p2") != 1 {
+		t.Fatalf("child c1 ran %d times, p2 %d; want once", runs.get(child, "c1"), runs.get(id, "p2"))
+	}
+	if in := string(f.mustStatus(id, "sub", checkpoint.StatusDone).Input); !strings.Contains(in, `"x":2`) {
+		t.Fatalf("the node kept input %s, want the parent's", in)
+	}
+}

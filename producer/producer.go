@@ -297,16 +297,16 @@ func Publish(ctx context.Context, js jetstream.JetStream, names workflow.Names, 
 	return ack.Duplicate, nil
 }
 
-// PublishWake publishes the step that wakes a waiting subflow node (env, the node's step of
-// the dispatch that started the child) once its child ended. Its message ID is the step's
-// with ".w" added: every writer of the child's end may send it, and one is stored.
+// PublishWake publishes the step that wakes a parked node (env, the node's step of the
+// dispatch that parked it): a subflow's child ended, a wait node's signal came. Its message
+// ID is env.WakeMsgID(): every writer of the child's end may send it, and one is stored.
 func PublishWake(ctx context.Context, js jetstream.JetStream, names workflow.Names, nodeType string, env *workflow.Envelope) (bool, error) {
 	body, err := env.Encode()
 	if err != nil {
 		return false, err
 	}
 	msg := &nats.Msg{Subject: names.StepSubject(nodeType, env.Workflow, env.Node), Header: nats.Header{}, Data: body}
-	msg.Header.Set(workflow.HeaderMsgID, env.MsgID()+".w")
+	msg.Header.Set(workflow.HeaderMsgID, env.WakeMsgID())
 	msg.Header.Set(workflow.HeaderRun, env.RunID)
 	msg.Header.Set(workflow.HeaderNode, env.Node)
 	tracing.Inject(ctx, msg.Header)

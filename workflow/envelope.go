@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/jetflow-dev/jetflow/internal/fastjson"
 )
@@ -92,6 +93,16 @@ func validDispatch(d string) bool {
 	_, err := strconv.ParseUint(d[1:], 10, 64)
 	return err == nil
 }
+
+// WakeMsgID is the Nats-Msg-Id of the wake of a parked node (a subflow's child ended, a wait
+// node's signal came): one per dispatch, so every end writer may send it.
+func (e *Envelope) WakeMsgID() string { return e.MsgID() + wakeSuffix }
+
+// IsWake reports whether a step message with this Nats-Msg-Id is a wake (see WakeMsgID), not
+// the node's own step: it carries no input and only finishes a node that parked.
+func IsWake(msgID string) bool { return strings.HasSuffix(msgID, wakeSuffix) }
+
+const wakeSuffix = ".w"
 
 // MsgID is the Nats-Msg-Id a step message with this envelope is published with.
 func (e *Envelope) MsgID() string {
