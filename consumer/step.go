@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/jetflow-dev/jetflow/workflow"
 )
 
 // Step is what a handler gets: which node of which run it runs, and the node's input.
@@ -73,6 +75,16 @@ func (s *Step) Progress(ctx context.Context, v any) error {
 		return err
 	}
 	return json.Unmarshal(b, v)
+}
+
+// Resumed reports whether the step may have run before: a later attempt, a redelivery
+// after a crash, a DLQ replay or a wake. Only then can Progress find something, so a
+// handler that checks Resumed first saves the first attempt a read.
+func (s *Step) Resumed() bool {
+	if s.Attempt > 1 {
+		return true
+	}
+	return s.run != nil && (s.run.meta.NumDelivered > 1 || s.run.env.Dispatch != workflow.DispatchFirst && s.run.env.Dispatch != "")
 }
 
 // Bind decodes the step's input into v.

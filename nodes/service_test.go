@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
@@ -114,12 +115,119 @@ nodes:
 		errs = append(errs, en.Error)
 	}
 	all := strings.Join(errs, "\n")
-	for _, want := range []string{"service svc.bad: error 422: the draft is empty", "service svc.text: the reply is not JSON", "service svc.slow: no reply within", "service svc.nobody: no responders"} {
+	for _, want := range []string{"service svc.bad: error 422: the draft is empty", "service svc.text: the reply is not JSON", "service svc.slow: no reply or heartbeat for 2s", "service svc.nobody: no responders"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("no DLQ error says %q:\n%s", want, all)
 		}
 	}
 	if calls.Load() != 1 {
 		t.Errorf("the ok endpoint was called %d times, want 1", calls.Load())
+	}
+}
+
+// TestServiceProgress: a service that works longer than with.timeout stays alive by
+// publishing heartbeats to the request's Jetflow-Progress subject, may ask for more time with
+// Jetflow-More-Time, and saves progress that the next attempt gets back in Jetflow-Resume; a
+// service that falls silent for with.timeout is given up on (and the attempt retried).
+func TestServiceProgress(t *testing.T) {
+	t.Parallel()
+	e := newProtectedEnv(t, `name: prog
+nodes:
+  - name: call
+    type: service
+    timeout: 1m
+    retry: {max_attempts: 2, initial: 50ms, max: 100ms}
+    with: {subject: "prog.${{ input.mode }}", timeout: 1s}
+`)
+	nc, _ := e.srvConn(t)
+	svc, err := micro.AddService(nc, micro.Config{Name: "jetflow-progress", Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	// pause waits d, false when the test is over.
+	pause := func(d time.Duration) bool {
+		select {
+		case <-time.After(d):
+			return true
+		case <-done:
+			return false
+		}
+	}
+	g := svc.AddGroup("prog")
+	add := func(name string, h micro.HandlerFunc) {
+		if err := g.AddEndpoint(name, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// beats: 3 s of work in 100 ms steps, a heartbeat after each: three times with.timeout.
+	var beatsCalls atomic.Int32
+	add("beats", func(r micro.Request) {
+		beatsCalls.Add(1)
+		to := r.Headers().Get("Jetflow-Progress")
+		for range 30 {
+			if !pause(100 * time.Millisecond) {
+				return
+			}
+			_ = nc.Publish(to, nil)
+		}
+		_ = r.RespondJSON("kept alive")
+	})
+	// more: one heartbeat asking for 5 s, then 2.5 s of silence.
+	add("more", func(r micro.Request) {
+		m := nats.NewMsg(r.Headers().Get("Jetflow-Progress"))
+		m.Header.Set("Jetflow-More-Time", "5s")
+		_ = nc.PublishMsg(m)
+		if pause(2500 * time.Millisecond) {
+			_ = r.RespondJSON("given more time")
+		}
+	})
+	// resume: the first attempt saves {"page": 7} and fails; the second answers with what
+	// Jetflow-Resume gave it.
+	var resumeCalls atomic.Int32
+	add("resume", func(r micro.Request) {
+		if resumeCalls.Add(1) == 1 {
+			_ = nc.Publish(r.Headers().Get("Jetflow-Progress"), []byte(`{"page": 7}`))
+			_ = nc.Flush()
+			pause(300 * time.Millisecond) // the worker saves it before the error reply
+			_ = r.Error("503", "lost the connection to the model", nil)
+			return
+		}
+		_ = r.RespondJSON(map[string]string{"resumed_from": r.Headers().Get("Jetflow-Resume")})
+	})
+	// silent: nothing for 10 s.
+	add("silent", func(r micro.Request) {
+		if pause(10 * time.Second) {
+			_ = r.RespondJSON("too late")
+		}
+	})
+
+	for _, tc := range []struct{ mode, status, output, lastError string }{
+		{"beats", checkpoint.EndCompleted, `"kept alive"`, ""},
+		{"more", checkpoint.EndCompleted, `"given more time"`, ""},
+		{"resume", checkpoint.EndCompleted, `{"resumed_from":"{\"page\":7}"}`, ""},
+		{"silent", checkpoint.EndFailed, "", "service prog.silent: no reply or heartbeat for 1s"},
+	} {
+		id := e.start(t, "prog", map[string]string{"mode": tc.mode})
+		end := e.wait(t, id, 60*time.Second)
+		st, _, _ := e.store.Node(context.Background(), id, "call")
+		if end.Status != tc.status {
+			t.Errorf("%s: ended %s (%s; %s), want %s", tc.mode, end.Status, end.Reason, st.LastError, tc.status)
+			continue
+		}
+		if tc.output != "" && string(st.Output) != tc.output {
+			t.Errorf("%s: output %s, want %s", tc.mode, st.Output, tc.output)
+		}
+		if tc.lastError != "" && !strings.Contains(st.LastError, tc.lastError) {
+			t.Errorf("%s: last error %q, want %q", tc.mode, st.LastError, tc.lastError)
+		}
+	}
+	if n := beatsCalls.Load(); n != 1 {
+		t.Errorf("the heartbeating service was called %d times, want 1", n)
+	}
+	if n := resumeCalls.Load(); n != 2 {
+		t.Errorf("the resuming service was called %d times, want 2", n)
 	}
 }
