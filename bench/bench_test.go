@@ -78,6 +78,14 @@ func TestEngineAndPipeline(t *testing.T) {
 	if res.Elapsed <= 0 || res.StepsPerSec() <= 0 || res.RunLatency.P50 <= 0 || res.RunLatency.P99 < res.RunLatency.P50 || res.StepLatency.P99 < res.StepLatency.P50 {
 		t.Errorf("Engine: implausible figures %+v", res)
 	}
+	// The same workflow with its steps answered by a micro service.
+	res, err = Engine(ctx, dial, EngineConfig{Names: workflow.MustNames("bench_svc"), Runs: 20, Steps: 3, Concurrency: 4, Sample: 10, Service: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Runs != 20 || res.Steps != 60 || res.Failed != 0 || res.StepsPerSec() <= 0 {
+		t.Errorf("Engine (Service): %+v; want 20 runs, 60 steps, none failed", res)
+	}
 	for _, m := range []Mode{HandLoop, LeaderLoop, RawChain} {
 		var ended atomic.Int64
 		res, err := Pipeline(ctx, dial, PipelineConfig{Name: PipelineName(names, m), Runs: 30, Steps: 3, Concurrency: 4, Mode: m, Ended: &ended})

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
 	"github.com/jetflow-dev/jetflow/consumer"
@@ -63,7 +64,14 @@ type EngineConfig struct {
 	// max_parallel is 4 × Concurrency (at most 1,000), so the worker's slots bound the
 	// items in flight, as they bound the steps of the linear runs, which all wait queued.
 	Map int
+	// Service, when set, makes every step a service node answered by a Go micro service
+	// (nats.go micro) on a connection of its own in this process, as a user's service
+	// would answer it, instead of an in-process noop handler: the price of the network hop.
+	Service bool
 }
+
+// serviceReply is what the benchmark's service answers each step with.
+var serviceReply = []byte(`{"ok":true}`)
 
 // WithDefaults returns c with zero fields filled in.
 func (c EngineConfig) WithDefaults() EngineConfig {
@@ -159,11 +167,24 @@ func Engine(ctx context.Context, dial Dialer, cfg EngineConfig) (res EngineResul
 			return res, err
 		}
 	}
+	typ := "noop"
+	if cfg.Service {
+		typ = workflow.ServiceType
+		stop, err := startService(dial, serviceSubject(n))
+		if err != nil {
+			return res, err
+		}
+		defer stop()
+	}
 	for i := range cfg.Steps * boolInt(cfg.Map == 0) {
+		var nd *workflow.Node
 		if i == 0 {
-			wf.Node(nodeName(i), "noop")
+			nd = wf.Node(nodeName(i), typ)
 		} else {
-			wf.Node(nodeName(i), "noop", nodeName(i-1))
+			nd = wf.Node(nodeName(i), typ, nodeName(i-1))
+		}
+		if cfg.Service {
+			nd.With = map[string]any{"subject": serviceSubject(n)}
 		}
 	}
 	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
@@ -255,15 +276,23 @@ func startWorker(ctx context.Context, dial Dialer, cfg EngineConfig) (stop func(
 		nc.Close()
 		return nil, nil, nil, err
 	}
+	typ := "noop"
+	if cfg.Service {
+		typ = workflow.ServiceType
+	}
 	w, err := consumer.New(js, store, consumer.Config{
-		Names: cfg.Names, ID: cfg.Names.Prefix() + "-worker", Types: []string{"noop"},
+		Names: cfg.Names, ID: cfg.Names.Prefix() + "-worker", Types: []string{typ},
 		Concurrency: cfg.Concurrency, DrainTimeout: 5 * time.Second, Logger: cfg.Logger, Version: cfg.Version,
 	})
 	if err != nil {
 		nc.Close()
 		return nil, nil, nil, err
 	}
-	w.Handle("noop", nodes.Noop)
+	if cfg.Service {
+		w.Handle(typ, nodes.Service(nc))
+	} else {
+		w.Handle(typ, nodes.Noop)
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	done = make(chan struct{})
 	failed = new(atomic.Pointer[error])
@@ -276,6 +305,30 @@ func startWorker(ctx context.Context, dial Dialer, cfg EngineConfig) (stop func(
 		}
 	}()
 	return func() { cancel(); <-done; nc.Close() }, done, failed, nil
+}
+
+// serviceSubject is the subject of the benchmark's service under names.
+func serviceSubject(n workflow.Names) string { return n.Prefix() + ".svc.step" }
+
+// startService adds the benchmark's micro service on a connection of its own; stop removes it.
+func startService(dial Dialer, subject string) (stop func(), err error) {
+	nc, err := dial("jetflow bench service")
+	if err != nil {
+		return nil, err
+	}
+	svc, err := micro.AddService(nc, micro.Config{Name: "jetflow-bench", Version: "1.0.0"})
+	if err == nil {
+		err = svc.AddEndpoint("step", micro.HandlerFunc(func(r micro.Request) { _ = r.Respond(serviceReply) }),
+			micro.WithEndpointSubject(subject))
+	}
+	if err == nil {
+		err = nc.Flush()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("bench service: %w", err)
+	}
+	return func() { _ = svc.Stop(); nc.Close() }, nil
 }
 
 // endCounter collects the end records the watch delivers.

@@ -100,7 +100,7 @@ type benchBaseline struct {
 func (a *app) benchCmd() *cobra.Command {
 	var (
 		runs, steps, concurrency, payload, replicas, pairs, mapItems int
-		baseline                                                     bool
+		baseline, service                                            bool
 		watermill, cpuProfile                                        string
 	)
 	cmd := &cobra.Command{
@@ -123,7 +123,10 @@ func (a *app) benchCmd() *cobra.Command {
 			"loop with leader reads, a Watermill router chain (watermill-nats, Retry, PoisonQueue and\n" +
 			"Recoverer; a child process, see --watermill), and the raw chain (consume, publish next,\n" +
 			"ack). jetflow and each of them run in turn --pairs times; the ratios are jetflow's run\n" +
-			"divided by the baseline's of the same pair, and their median and spread are printed.",
+			"divided by the baseline's of the same pair, and their median and spread are printed.\n\n" +
+			"--service also runs, in turn with jetflow's, the same workflow with service nodes answered\n" +
+			"by a Go micro service (nats.go micro) in this process instead of in-process handlers: its\n" +
+			"ratio is the price of a step's network hop to a service.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -167,6 +170,9 @@ func (a *app) benchCmd() *cobra.Command {
 					return err
 				}
 				defer cleanup()
+			}
+			if service {
+				bases = append(bases, a.serviceBaseline(dial, &rep))
 			}
 			rep.Baselines = bases
 			if mapItems > 0 {
@@ -246,6 +252,7 @@ func (a *app) benchCmd() *cobra.Command {
 	f.IntVar(&replicas, "replicas", 1, "replicas of the benchmark's streams and buckets (3 on a cluster)")
 	f.IntVar(&pairs, "pairs", 1, "how many times jetflow (and, with --baseline, each baseline) runs, in turn")
 	f.BoolVar(&baseline, "baseline", false, "also run the hand-written loops, the Watermill chain and the raw chain, and print jetflow's ratio to each")
+	f.BoolVar(&service, "service", false, "also run the workflow with its steps answered by a Go micro service (service nodes) and print jetflow's in-process ratio to it")
 	f.StringVar(&watermill, "watermill", "", "the "+bench.WatermillBinary+" executable (default: beside jetflow, in ./bin or on PATH, else built from ./bench/watermill with go)")
 	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of jetflow's first timed run (with --map, the first map run) to this file (go tool pprof)")
 	f.IntVar(&mapItems, "map", 0, "also time runs of one for_each node over this many items (as many items in all as the linear runs have steps), in turn with the linear runs, and print items/s against steps/s")
@@ -297,6 +304,23 @@ func (a *app) benchBaselines(ctx context.Context, rep *benchReport, url string, 
 		}
 	}
 	return bases, cleanup, nil
+}
+
+// serviceBaseline is --service: jetflow's own run with every step a service node answered by
+// a Go micro service in this process.
+func (a *app) serviceBaseline(dial bench.Dialer, rep *benchReport) *benchBaseline {
+	return &benchBaseline{
+		Name: "service", About: "the same workflow, each step a service node answered by a Go micro service (nats.go micro) in this process",
+		run: func(ctx context.Context, names workflow.Names, ended *atomic.Int64) (bench.Result, error) {
+			restore := workerGC() // jetflow's worker, as in jetflow's own run
+			defer restore()
+			res, err := bench.Engine(ctx, dial, bench.EngineConfig{
+				Names: names, Runs: rep.Runs, Steps: rep.StepsPerRun, Concurrency: rep.Concurrency, Payload: rep.PayloadBytes,
+				Replicas: rep.Replicas, Ended: ended, Logger: a.benchLogger(), Version: version, Service: true,
+			})
+			return res.Result, err
+		},
+	}
 }
 
 // childNATSEnv is the environment of a child that connects as this command does: the

@@ -118,12 +118,12 @@ func TestBenchTarget(t *testing.T) {
 		t.Errorf("bench left streams behind: %v", left)
 	}
 
-	// The text form says what it measured.
-	r := runCLI(t, ctx, "", "bench", "--nats", srv.ClientURL(), "--runs", "5", "--steps", "1", "--concurrency", "2")
+	// The text form says what it measured; --service adds the run of service nodes.
+	r := runCLI(t, ctx, "", "bench", "--nats", srv.ClientURL(), "--runs", "5", "--steps", "2", "--concurrency", "2", "--service")
 	if r.code != 0 {
 		t.Fatalf("bench: %s", r)
 	}
-	for _, want := range []string{"5 runs × 1 noop steps", "steps/s", "step latency p50", "run latency  p50"} {
+	for _, want := range []string{"5 runs × 2 noop steps", "steps/s", "step latency p50", "run latency  p50", "each step a service node answered by a Go micro service", "jetflow / service "} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("bench output lacks %q:\n%s", want, r.stdout)
 		}
