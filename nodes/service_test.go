@@ -197,6 +197,23 @@ nodes:
 		}
 		_ = r.RespondJSON(map[string]string{"resumed_from": r.Headers().Get("Jetflow-Resume")})
 	})
+	// odd: the first attempt's heartbeats are all odd — a Jetflow-More-Time that is not a
+	// duration (the window stays 1 s), a JSON body over 32 KiB and one that is not JSON
+	// (neither saved) — then it never replies; the second answers with what it was resumed from.
+	var oddCalls atomic.Int32
+	add("odd", func(r micro.Request) {
+		if oddCalls.Add(1) == 1 {
+			to := r.Headers().Get("Jetflow-Progress")
+			m := nats.NewMsg(to)
+			m.Header.Set("Jetflow-More-Time", "banana")
+			m.Data = []byte(`{"big": "` + strings.Repeat("x", 40<<10) + `"}`)
+			_ = nc.PublishMsg(m)
+			_ = nc.Publish(to, []byte("page 3 of 9"))
+			return // and never replies
+
+		}
+		_ = r.RespondJSON(map[string]string{"resumed_from": r.Headers().Get("Jetflow-Resume")})
+	})
 	// silent: nothing for 10 s.
 	add("silent", func(r micro.Request) {
 		if pause(10 * time.Second) {
@@ -204,11 +221,15 @@ nodes:
 		}
 	})
 
-	for _, tc := range []struct{ mode, status, output, lastError string }{
-		{"beats", checkpoint.EndCompleted, `"kept alive"`, ""},
-		{"more", checkpoint.EndCompleted, `"given more time"`, ""},
-		{"resume", checkpoint.EndCompleted, `{"resumed_from":"{\"page\":7}"}`, ""},
-		{"silent", checkpoint.EndFailed, "", "service prog.silent: no reply or heartbeat for 1s"},
+	for _, tc := range []struct {
+		mode, status, output, lastError string
+		attempts                        int
+	}{
+		{"beats", checkpoint.EndCompleted, `"kept alive"`, "", 1},
+		{"more", checkpoint.EndCompleted, `"given more time"`, "", 1},
+		{"resume", checkpoint.EndCompleted, `{"resumed_from":"{\"page\":7}"}`, "", 2},
+		{"odd", checkpoint.EndCompleted, `{"resumed_from":""}`, "", 2},
+		{"silent", checkpoint.EndFailed, "", "service prog.silent: no reply or heartbeat for 1s", 2},
 	} {
 		id := e.start(t, "prog", map[string]string{"mode": tc.mode})
 		end := e.wait(t, id, 60*time.Second)
@@ -222,6 +243,9 @@ nodes:
 		}
 		if tc.lastError != "" && !strings.Contains(st.LastError, tc.lastError) {
 			t.Errorf("%s: last error %q, want %q", tc.mode, st.LastError, tc.lastError)
+		}
+		if st.Attempts != tc.attempts {
+			t.Errorf("%s: %d attempts, want %d", tc.mode, st.Attempts, tc.attempts)
 		}
 	}
 	if n := beatsCalls.Load(); n != 1 {
