@@ -2,7 +2,6 @@ package ts_test
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -12,11 +11,7 @@ import (
 	"time"
 
 	"github.com/jetflow-dev/jetflow/checkpoint"
-	"github.com/jetflow-dev/jetflow/consumer"
-	"github.com/jetflow-dev/jetflow/internal/natstest"
-	"github.com/jetflow-dev/jetflow/nodes"
-	"github.com/jetflow-dev/jetflow/producer"
-	"github.com/jetflow-dev/jetflow/workflow"
+	"github.com/jetflow-dev/jetflow/internal/exampletest"
 )
 
 // need skips the test when what it needs is missing, except in CI (CI=true), where it fails:
@@ -88,56 +83,10 @@ func startNode(t *testing.T, url string) {
 // TestTypeScriptService: examples/shout.yaml on a jetflow worker, its service node answered
 // by service.js under node; a bad input is a 400, so the run fails at once, to the DLQ.
 func TestTypeScriptService(t *testing.T) {
-	srv := natstest.Start(t)
-	names := srv.Setup(t, "jetflow", 5*time.Second)
-	startNode(t, srv.ClientURL())
-	_, js := srv.Connect(t)
-	ctx := context.Background()
-	store, err := checkpoint.Open(ctx, js, names)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile("../../shout.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	wf, err := workflow.Parse("shout.yaml", data, workflow.ValidateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := store.ApplyWorkflow(ctx, wf); err != nil {
-		t.Fatal(err)
-	}
-	w, err := consumer.New(js, store, consumer.Config{Names: names})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nodes.Register(w)
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	prod := producer.New(js, store, producer.Config{Names: names})
-	run := func(input string) (string, *checkpoint.End, *checkpoint.Node) {
-		t.Helper()
-		id, err := prod.Start(ctx, "shout", []byte(input), producer.StartOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wait, cancel := context.WithTimeout(ctx, 60*time.Second)
-		defer cancel()
-		end, err := store.WaitEnd(wait, id)
-		if err != nil {
-			t.Fatalf("run %s: %v", id, err)
-		}
-		st, _, err := store.Node(ctx, id, "shout")
-		if err != nil {
-			t.Fatalf("run %s: node shout: %v", id, err)
-		}
-		return id, end, st
-	}
+	e := exampletest.Start(t, "../../shout.yaml")
+	startNode(t, e.Server.ClientURL())
 
-	id, end, st := run(`{"text": "hello from node"}`)
+	id, end, st := e.Run(t, `{"text": "hello from node"}`, "shout")
 	if end.Status != checkpoint.EndCompleted {
 		t.Fatalf("run %s: %s (%s)", id, end.Status, end.Reason)
 	}
@@ -146,7 +95,7 @@ func TestTypeScriptService(t *testing.T) {
 		t.Errorf("output %s", st.Output)
 	}
 
-	id, end, st = run(`{"nothing": true}`)
+	id, end, st = e.Run(t, `{"nothing": true}`, "shout")
 	if end.Status != checkpoint.EndFailed || !strings.Contains(end.Reason, "permanent error") ||
 		!strings.Contains(st.LastError, "service svc.shout: error 400: input.text is missing") || st.Attempts != 1 {
 		t.Errorf("run %s without text: %s (%s), %d attempts, last error %q", id, end.Status, end.Reason, st.Attempts, st.LastError)
