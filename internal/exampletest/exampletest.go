@@ -61,7 +61,12 @@ func Start(t *testing.T, file string) *Env {
 	wctx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Logf("worker: %v", err)
+		}
+	})
 	return &Env{Server: srv, Conn: nc, store: store, prod: producer.New(js, store, producer.Config{Names: names}), name: wf.Name}
 }
 
