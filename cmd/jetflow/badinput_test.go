@@ -81,6 +81,9 @@ func badCases(t *testing.T) []badCase {
 		{"runs get bad ID", []string{"runs", "get", "../etc"}, exitFailed, "../etc", ""},
 		{"NATS unreachable", []string{"workflows", "ls", "--nats", unreachable}, exitFailed, "cannot reach NATS", ""},
 		{"NATS unreachable on start", []string{"start", "diamond", "--nats", unreachable}, exitFailed, "cannot reach NATS", ""},
+		{"unknown services subcommand", []string{"services", "frobnicate"}, exitUsage, "frobnicate", ""},
+		{"services ls with an argument", []string{"services", "ls", "extra"}, exitUsage, "extra", ""},
+		{"NATS unreachable on services ls", []string{"services", "ls", "--nats", unreachable}, exitFailed, "cannot reach NATS", ""},
 	}
 }
 
